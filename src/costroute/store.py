@@ -1,0 +1,478 @@
+"""The SQLite store: the only module that writes SQL.
+
+Every paid response lands here before it is scored, so a crash never pays twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from costroute.dataset import Item
+from costroute.errors import UsageError
+from costroute.pricing import Price, Usage
+from costroute.scorers import Score
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DB = Path(".costroute") / "costroute.db"
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        task_name TEXT NOT NULL,
+        task_path TEXT NOT NULL,
+        task_json TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT 'live',
+        params_json TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL DEFAULT 'running',
+        created_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE TABLE items (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        item_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        line INTEGER NOT NULL,
+        fields_json TEXT NOT NULL,
+        target_json TEXT NOT NULL,
+        PRIMARY KEY (run_id, item_id)
+    );
+    CREATE TABLE prices (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        model TEXT NOT NULL,
+        source TEXT NOT NULL,
+        catalog_version TEXT NOT NULL,
+        price_json TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, model)
+    );
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        item_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        repeat INTEGER NOT NULL DEFAULT 0,
+        request_hash TEXT NOT NULL,
+        status TEXT NOT NULL,
+        output TEXT,
+        response_json TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd TEXT,
+        spent_usd TEXT,
+        provider_cost_usd TEXT,
+        cost_kind TEXT NOT NULL,
+        latency_ms REAL NOT NULL DEFAULT 0,
+        started_s REAL NOT NULL DEFAULT 0,
+        ended_s REAL NOT NULL DEFAULT 0,
+        cached_from INTEGER,
+        created_at TEXT NOT NULL,
+        UNIQUE (run_id, item_id, model, repeat)
+    );
+    CREATE INDEX calls_by_hash ON calls (request_hash, status);
+    CREATE TABLE scores (
+        call_id INTEGER PRIMARY KEY REFERENCES calls(id),
+        results REAL NOT NULL,
+        correct INTEGER NOT NULL,
+        tp INTEGER NOT NULL,
+        fp INTEGER NOT NULL,
+        fn INTEGER NOT NULL,
+        answer TEXT,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    """,
+]
+
+
+@dataclass
+class CallRecord:
+    """One provider call as stored: what was asked, what came back, what it cost."""
+
+    run_id: str
+    item_id: str
+    model: str
+    repeat: int
+    request_hash: str
+    status: str
+    cost_kind: str
+    output: str | None = None
+    response_json: str | None = None
+    error: str | None = None
+    attempts: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal | None = None
+    spent_usd: Decimal | None = None
+    provider_cost_usd: Decimal | None = None
+    latency_ms: float = 0.0
+    started_s: float = 0.0
+    ended_s: float = 0.0
+    cached_from: int | None = None
+    id: int | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: str
+    task_name: str
+    task_path: str
+    task_json: str
+    source: str
+    params: dict[str, Any]
+    status: str
+    created_at: str
+    finished_at: str | None
+
+
+@dataclass(frozen=True)
+class ScoredCall:
+    call: CallRecord
+    score: Score | None
+
+
+_MONEY = {"cost_usd", "spent_usd", "provider_cost_usd"}
+_CALL_COLUMNS = [f.name for f in fields(CallRecord) if f.name != "id"]
+
+
+def default_db_path() -> Path:
+    return Path(os.environ.get("COSTROUTE_DB") or DEFAULT_DB)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+class Store:
+    """A SQLite file in WAL mode, migrated to the newest schema on open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise UsageError(f"{path}: cannot open the store ({exc})") from None
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise UsageError(
+                f"{self.path}: the store was written by a newer costroute "
+                f"(schema {version}); upgrade costroute"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            logger.info("migrating %s to schema %d", self.path, number)
+            self.db.executescript(
+                f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;"
+            )
+
+    # Runs
+
+    def create_run(
+        self,
+        task_name: str,
+        task_path: str,
+        task_json: str,
+        params: dict[str, Any],
+        source: str = "live",
+    ) -> str:
+        run_id = new_run_id()
+        self.db.execute(
+            "INSERT INTO runs (id, task_name, task_path, task_json, source, "
+            "params_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                task_name,
+                task_path,
+                task_json,
+                source,
+                json.dumps(params),
+                now_iso(),
+            ),
+        )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        self.db.execute(
+            "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?",
+            (status, now_iso(), run_id),
+        )
+
+    def run(self, run_id: str) -> RunInfo:
+        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UsageError(
+                f"no run {run_id!r} in {self.path}; `costroute runs` lists them"
+            )
+        return _run_info(row)
+
+    def runs(self) -> list[RunInfo]:
+        rows = self.db.execute("SELECT * FROM runs ORDER BY created_at DESC")
+        return [_run_info(row) for row in rows]
+
+    def delete_run(self, run_id: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "DELETE FROM scores WHERE call_id IN "
+                "(SELECT id FROM calls WHERE run_id = ?)",
+                (run_id,),
+            )
+            for table in ("calls", "prices", "items"):
+                self.db.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            self.db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    # Items and prices
+
+    def save_items(self, run_id: str, items: Iterable[Item]) -> None:
+        rows = [
+            (
+                run_id,
+                item.id,
+                position,
+                item.line,
+                json.dumps(item.fields),
+                json.dumps(item.target),
+            )
+            for position, item in enumerate(items)
+        ]
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO items (run_id, item_id, position, line, "
+                "fields_json, target_json) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def items(self, run_id: str) -> list[Item]:
+        rows = self.db.execute(
+            "SELECT * FROM items WHERE run_id = ? ORDER BY position", (run_id,)
+        )
+        return [
+            Item(
+                id=row["item_id"],
+                line=row["line"],
+                fields=json.loads(row["fields_json"]),
+                target=json.loads(row["target_json"]),
+            )
+            for row in rows
+        ]
+
+    def save_price(self, run_id: str, price: Price) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO prices (run_id, model, source, catalog_version, "
+            "price_json, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                price.model,
+                price.source,
+                price.catalog_version,
+                json.dumps(asdict(price), default=str),
+                now_iso(),
+            ),
+        )
+
+    def prices(self, run_id: str) -> dict[str, Price]:
+        rows = self.db.execute("SELECT * FROM prices WHERE run_id = ?", (run_id,))
+        return {row["model"]: _price(json.loads(row["price_json"])) for row in rows}
+
+    # Calls and scores
+
+    def record_call(self, call: CallRecord) -> int:
+        values = [_to_sql(name, getattr(call, name)) for name in _CALL_COLUMNS]
+        marks = ", ".join("?" for _ in _CALL_COLUMNS)
+        cursor = self.db.execute(
+            f"INSERT INTO calls ({', '.join(_CALL_COLUMNS)}, created_at) "
+            f"VALUES ({marks}, ?)",
+            [*values, now_iso()],
+        )
+        assert cursor.lastrowid is not None
+        call.id = cursor.lastrowid
+        return cursor.lastrowid
+
+    def record_score(self, call_id: int, score: Score) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO scores (call_id, results, correct, tp, fp, fn, "
+            "answer, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                call_id,
+                score.results,
+                int(score.correct),
+                score.tp,
+                score.fp,
+                score.fn,
+                score.answer,
+                score.detail,
+            ),
+        )
+
+    def set_costs(self, costs: dict[int, Decimal]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE calls SET cost_usd = ?, spent_usd = CASE WHEN cached_from "
+                "IS NULL THEN ? ELSE '0' END WHERE id = ?",
+                [(str(cost), str(cost), call_id) for call_id, cost in costs.items()],
+            )
+
+    def cached_call(self, request_hash: str) -> CallRecord | None:
+        row = self.db.execute(
+            "SELECT * FROM calls WHERE request_hash = ? AND status = 'ok' "
+            "AND cost_usd IS NOT NULL ORDER BY id LIMIT 1",
+            (request_hash,),
+        ).fetchone()
+        return None if row is None else _call(row)
+
+    def done_keys(self, run_id: str) -> set[tuple[str, str, int]]:
+        rows = self.db.execute(
+            "SELECT item_id, model, repeat FROM calls WHERE run_id = ?", (run_id,)
+        )
+        return {(row[0], row[1], row[2]) for row in rows}
+
+    def calls(self, run_id: str, model: str | None = None) -> list[CallRecord]:
+        sql = "SELECT * FROM calls WHERE run_id = ?"
+        args: tuple[str, ...] = (run_id,)
+        if model is not None:
+            sql += " AND model = ?"
+            args = (run_id, model)
+        return [_call(row) for row in self.db.execute(sql + " ORDER BY id", args)]
+
+    def scored_calls(self, run_id: str) -> list[ScoredCall]:
+        rows = self.db.execute(
+            "SELECT calls.*, scores.results AS s_results, scores.correct AS "
+            "s_correct, scores.tp AS s_tp, scores.fp AS s_fp, scores.fn AS s_fn, "
+            "scores.answer AS s_answer, scores.detail AS s_detail FROM calls "
+            "LEFT JOIN scores ON scores.call_id = calls.id WHERE calls.run_id = ? "
+            "ORDER BY calls.id",
+            (run_id,),
+        )
+        return [ScoredCall(call=_call(row), score=_score(row)) for row in rows]
+
+    def unscored_calls(self, run_id: str) -> list[CallRecord]:
+        rows = self.db.execute(
+            "SELECT calls.* FROM calls LEFT JOIN scores ON scores.call_id = "
+            "calls.id WHERE calls.run_id = ? AND calls.status = 'ok' AND "
+            "scores.call_id IS NULL ORDER BY calls.id",
+            (run_id,),
+        )
+        return [_call(row) for row in rows]
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN")
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _to_sql(name: str, value: object) -> object:
+    if name in _MONEY:
+        return None if value is None else str(value)
+    return value
+
+
+def _call(row: sqlite3.Row) -> CallRecord:
+    values: dict[str, Any] = {name: row[name] for name in [*_CALL_COLUMNS, "id"]}
+    for name in _MONEY:
+        if values[name] is not None:
+            values[name] = Decimal(values[name])
+    return CallRecord(**values)
+
+
+def _score(row: sqlite3.Row) -> Score | None:
+    if row["s_results"] is None:
+        return None
+    return Score(
+        results=row["s_results"],
+        correct=bool(row["s_correct"]),
+        tp=row["s_tp"],
+        fp=row["s_fp"],
+        fn=row["s_fn"],
+        answer=row["s_answer"],
+        detail=row["s_detail"],
+    )
+
+
+def _run_info(row: sqlite3.Row) -> RunInfo:
+    return RunInfo(
+        id=row["id"],
+        task_name=row["task_name"],
+        task_path=row["task_path"],
+        task_json=row["task_json"],
+        source=row["source"],
+        params=json.loads(row["params_json"]),
+        status=row["status"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _price(data: dict[str, Any]) -> Price:
+    money = (
+        "input_mtok",
+        "output_mtok",
+        "cache_read_mtok",
+        "cache_write_mtok",
+        "hourly_usd",
+    )
+    for name in money:
+        if data.get(name) is not None:
+            data[name] = Decimal(data[name])
+    return Price(**data)
+
+
+def iter_chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

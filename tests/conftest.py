@@ -1,0 +1,99 @@
+"""Shared fixtures: a fake OpenAI-compatible server and task files that use it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from costroute.cli import cli
+from tests.fakeserver import FakeServer
+
+ITEMS = [
+    {
+        "id": f"m{n}",
+        "text": f"message {n} {'win money' if n % 3 == 0 else 'lunch'}",
+        "label": "spam" if n % 3 == 0 else "ham",
+    }
+    for n in range(12)
+]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    with FakeServer(models=("cheap", "strong")) as server:
+        yield server
+
+
+def write_task(
+    directory: Path,
+    base_url: str,
+    *,
+    items: list[dict[str, Any]] | None = None,
+    candidates: str | None = None,
+    extra: str = "",
+) -> Path:
+    """A spam-triage task whose candidates live on the fake server."""
+    rows = ITEMS if items is None else items
+    (directory / "items.jsonl").write_text(
+        "".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8"
+    )
+    if candidates is None:
+        candidates = """
+[[candidates]]
+model = "fake/cheap"
+price = { input_mtok = 0.1, output_mtok = 0.4 }
+[[candidates]]
+model = "fake/strong"
+price = { input_mtok = 2.5, output_mtok = 10 }
+"""
+    text = f"""
+name = "spam-triage"
+category = "classification"
+[dataset]
+path = "items.jsonl"
+target = "label"
+id = "id"
+[prompt]
+system = "Answer with one word."
+user = "Is this message spam or ham?\\n{{{{text}}}}"
+[scorer]
+kind = "label"
+labels = ["spam", "ham"]
+[floor]
+metric = "accuracy"
+min = 0.5
+[providers.fake]
+kind = "openai"
+base_url = "{base_url}"
+{extra}
+{candidates}
+"""
+    path = directory / "task.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def spam_answers(server: FakeServer, strong_right: bool = True) -> None:
+    """The strong model is always right; the cheap one calls everything ham."""
+    server.model_answers = {
+        "cheap": lambda request: "ham",
+        "strong": lambda request: (
+            "spam" if "win money" in request["messages"][-1]["content"] else "ham"
+        ),
+    }
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def run_json(*args: str) -> dict[str, Any]:
+    result = invoke("run", *args, "--format", "json", "--quiet")
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
