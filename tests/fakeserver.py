@@ -365,7 +365,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # The stdlib writes an access line per request to stderr; benchmarks
         # send thousands, so stay silent unless debugging.
-        logger.debug("%s " + format, self.address_string(), *args)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:
         if self._route() != "/v1/models":

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from costroute import pricing
 from costroute.dataset import Item, load_items
@@ -26,15 +26,18 @@ from costroute.errors import UsageError
 from costroute.pricing import Price
 from costroute.prompt import check_fields, render
 from costroute.providers import ProviderError, ResolvedCandidate, resolve_candidate
-from costroute.providers.base import ChatResponse
+from costroute.providers.base import ChatRequest, ChatResponse
 from costroute.scorers import Score, Scorer, make_scorer
 from costroute.store import CallRecord, Store
 from costroute.task import Task
 
 logger = logging.getLogger(__name__)
 
+_Work = tuple[Item, int, ChatRequest, str]
+
 # Scorers that block on a subprocess or user code run off the event loop.
 BLOCKING_SCORERS = {"code", "python"}
+SCORE_BATCH = 64
 
 
 @dataclass
@@ -95,12 +98,18 @@ class Budget:
 @dataclass
 class _CandidateState:
     resolved: ResolvedCandidate
-    done_costs_usd: list[Decimal] = field(default_factory=list)
+    cached: dict[str, CallRecord] = field(default_factory=dict)
+    paid_calls: int = 0
+    paid_usd: Decimal = Decimal(0)
 
     def estimate_usd(self, messages: list[dict[str, str]]) -> Decimal:
-        if self.done_costs_usd:
-            return sum(self.done_costs_usd, Decimal(0)) / len(self.done_costs_usd)
+        if self.paid_calls:
+            return self.paid_usd / self.paid_calls
         return _first_estimate_usd(self.resolved, messages)
+
+    def paid(self, cost_usd: Decimal) -> None:
+        self.paid_calls += 1
+        self.paid_usd += cost_usd
 
 
 class _NoProgress:
@@ -132,6 +141,7 @@ class Runner:
         self.run_id = ""
         self.items: list[Item] = []
         self.budget = Budget(options.max_cost_usd)
+        self._scores: list[tuple[int, Score]] = []
 
     async def start(self) -> str:
         """Run a new batch; returns its run id."""
@@ -179,10 +189,13 @@ class Runner:
         try:
             await asyncio.gather(*(self._run_candidate(c) for c in candidates))
         finally:
-            self._finalize(candidates)
-            for candidate in candidates:
-                await candidate.provider.aclose()
-            self.progress.close()
+            try:
+                self._flush_scores()
+                self._finalize(candidates)
+            finally:
+                for candidate in candidates:
+                    await candidate.provider.aclose()
+                self.progress.close()
         if self.budget.exhausted:
             self.store.finish_run(self.run_id, "budget")
             raise RunStopped(self.run_id, self._budget_message())
@@ -213,36 +226,43 @@ class Runner:
         ]
         total = len(self.items) * self.options.repeat
         self.progress.start(candidate.model, total, total - len(work))
-        state = _CandidateState(candidate)
-        queue = iter(work)
+        prepared = [self._prepare(candidate, item, repeat) for item, repeat in work]
+        hashes = [request_hash for _, _, _, request_hash in prepared]
+        state = _CandidateState(candidate, self.store.cached_calls(hashes))
+        queue = iter(prepared)
         workers = min(self.options.concurrency, len(work))
         await asyncio.gather(*(self._worker(state, queue) for _ in range(workers)))
 
-    async def _worker(
-        self, state: _CandidateState, queue: Iterator[tuple[Item, int]]
-    ) -> None:
-        for item, repeat in queue:
+    def _prepare(self, candidate: ResolvedCandidate, item: Item, repeat: int) -> _Work:
+        request = candidate.request(render(self.task.prompt, item))
+        return item, repeat, request, _request_hash(candidate, request, repeat)
+
+    async def _worker(self, state: _CandidateState, queue: Iterator[_Work]) -> None:
+        for work in queue:
             if self.budget.exhausted:
                 return
-            await self._one(state, item, repeat)
+            await self._one(state, *work)
 
-    async def _one(self, state: _CandidateState, item: Item, repeat: int) -> None:
+    async def _one(
+        self,
+        state: _CandidateState,
+        item: Item,
+        repeat: int,
+        request: ChatRequest,
+        request_hash: str,
+    ) -> None:
         candidate = state.resolved
-        messages = render(self.task.prompt, item)
-        request = candidate.request(messages)
-        request_hash = _request_hash(candidate, request.__dict__, repeat)
-
-        cached = self.store.cached_call(request_hash)
+        cached = state.cached.get(request_hash)
         if cached is not None:
             record = self._from_cache(cached, item, candidate.model, repeat)
         else:
-            estimate_usd = state.estimate_usd(messages)
+            estimate_usd = state.estimate_usd(request.messages)
             if not self.budget.reserve(estimate_usd):
                 return
             record = await self._call(candidate, request, item, repeat, request_hash)
             actual_usd = record.spent_usd or Decimal(0)
             self.budget.settle(estimate_usd, actual_usd)
-            state.done_costs_usd.append(actual_usd)
+            state.paid(actual_usd)
 
         await self._score(record, item)
         self.progress.advance(candidate.model, self.budget.spent_usd)
@@ -264,7 +284,7 @@ class Runner:
     async def _call(
         self,
         candidate: ResolvedCandidate,
-        request: Any,
+        request: ChatRequest,
         item: Item,
         repeat: int,
         request_hash: str,
@@ -294,7 +314,7 @@ class Runner:
         return record
 
     async def _with_retries(
-        self, candidate: ResolvedCandidate, request: Any
+        self, candidate: ResolvedCandidate, request: ChatRequest
     ) -> tuple[ChatResponse | None, ProviderError | None, int]:
         error: ProviderError | None = None
         for attempt in range(1, self.options.max_attempts + 1):
@@ -326,14 +346,25 @@ class Runner:
                 **{**score.__dict__, "detail": f"call failed: {record.error}"}
             )
         assert record.id is not None
-        self.store.record_score(record.id, score)
+        # Scores are written in batches: a score lost in a crash is recomputed
+        # from its stored call on resume, so nothing paid for is lost.
+        self._scores.append((record.id, score))
+        if len(self._scores) >= SCORE_BATCH:
+            self._flush_scores()
+
+    def _flush_scores(self) -> None:
+        if self._scores:
+            self.store.record_scores(self._scores)
+            self._scores = []
 
     def _score_leftovers(self) -> None:
         items = {item.id: item for item in self.items}
         for record in self.store.unscored_calls(self.run_id):
-            score = self.scorer.score(record.output or "", items[record.item_id])
+            output = record.output if record.status == "ok" else ""
+            score = self.scorer.score(output or "", items[record.item_id])
             assert record.id is not None
-            self.store.record_score(record.id, score)
+            self._scores.append((record.id, score))
+        self._flush_scores()
 
     def _budget_message(self) -> str:
         return (
@@ -403,14 +434,14 @@ def _failed_cost_usd(price: Price) -> Decimal | None:
 
 
 def _request_hash(
-    candidate: ResolvedCandidate, request: dict[str, Any], repeat: int
+    candidate: ResolvedCandidate, request: ChatRequest, repeat: int
 ) -> str:
     provider = candidate.provider
     where = getattr(provider, "base_url", None) or str(getattr(provider, "gguf", ""))
     key = {
         "model": candidate.model,
         "where": where,
-        "request": request,
+        "request": request.__dict__,
         "repeat": repeat,
     }
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)

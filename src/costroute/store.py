@@ -336,21 +336,17 @@ class Store:
         call.id = cursor.lastrowid
         return cursor.lastrowid
 
-    def record_score(self, call_id: int, score: Score) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO scores (call_id, results, correct, tp, fp, fn, "
-            "answer, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                call_id,
-                score.results,
-                int(score.correct),
-                score.tp,
-                score.fp,
-                score.fn,
-                score.answer,
-                score.detail,
-            ),
-        )
+    def record_scores(self, scores: list[tuple[int, Score]]) -> None:
+        rows = [
+            (call_id, s.results, int(s.correct), s.tp, s.fp, s.fn, s.answer, s.detail)
+            for call_id, s in scores
+        ]
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO scores (call_id, results, correct, tp, fp, "
+                "fn, answer, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def set_costs(self, costs: dict[int, Decimal]) -> None:
         with self.transaction():
@@ -360,13 +356,19 @@ class Store:
                 [(str(cost), str(cost), call_id) for call_id, cost in costs.items()],
             )
 
-    def cached_call(self, request_hash: str) -> CallRecord | None:
-        row = self.db.execute(
-            "SELECT * FROM calls WHERE request_hash = ? AND status = 'ok' "
-            "AND cost_usd IS NOT NULL ORDER BY id LIMIT 1",
-            (request_hash,),
-        ).fetchone()
-        return None if row is None else _call(row)
+    def cached_calls(self, request_hashes: list[str]) -> dict[str, CallRecord]:
+        """The first successful stored call for each of these request hashes."""
+        found: dict[str, CallRecord] = {}
+        for chunk in iter_chunks(sorted(set(request_hashes)), 500):
+            marks = ", ".join("?" for _ in chunk)
+            rows = self.db.execute(
+                f"SELECT * FROM calls WHERE request_hash IN ({marks}) AND "
+                "status = 'ok' AND cost_usd IS NOT NULL ORDER BY id",
+                chunk,
+            )
+            for row in rows:
+                found.setdefault(row["request_hash"], _call(row))
+        return found
 
     def done_keys(self, run_id: str) -> set[tuple[str, str, int]]:
         rows = self.db.execute(
@@ -396,7 +398,7 @@ class Store:
     def unscored_calls(self, run_id: str) -> list[CallRecord]:
         rows = self.db.execute(
             "SELECT calls.* FROM calls LEFT JOIN scores ON scores.call_id = "
-            "calls.id WHERE calls.run_id = ? AND calls.status = 'ok' AND "
+            "calls.id WHERE calls.run_id = ? AND "
             "scores.call_id IS NULL ORDER BY calls.id",
             (run_id,),
         )

@@ -9,7 +9,7 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import httpx
+import aiohttp
 
 from costroute.pricing import Usage
 from costroute.providers.base import ChatRequest, ChatResponse, ProviderError
@@ -36,39 +36,47 @@ class OpenAIProvider:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.self_hosted = self_hosted
-        request_headers = dict(headers or {})
+        self.headers = dict(headers or {})
         if api_key:
-            request_headers["Authorization"] = f"Bearer {api_key}"
-        limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout = aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=min(timeout_s, 10.0)
         )
-        self.client = httpx.AsyncClient(
-            headers=request_headers,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-            limits=limits,
-        )
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # The session belongs to the running event loop, so it is made lazily.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.max_connections)
+            self._session = aiohttp.ClientSession(
+                headers=self.headers, timeout=self.timeout, connector=connector
+            )
+        return self._session
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         body = _request_body(request)
+        url = f"{self.base_url}/chat/completions"
         started_s = time.perf_counter()
         try:
-            response = await self.client.post(
-                f"{self.base_url}/chat/completions", json=body
-            )
-        except httpx.TimeoutException as exc:
-            raise ProviderError(
-                f"timed out ({type(exc).__name__})", retryable=True
-            ) from None
-        except httpx.TransportError as exc:
-            raise ProviderError(f"connection failed: {exc!r}", retryable=True) from None
+            async with self._client().post(url, json=body) as response:
+                text = await response.text()
+                status = response.status
+                retry_after = response.headers.get("retry-after")
+        except TimeoutError:
+            raise ProviderError("timed out", retryable=True) from None
+        except aiohttp.ClientError as exc:
+            message = f"connection failed: {type(exc).__name__}: {exc}"
+            raise ProviderError(message, retryable=True) from None
         busy_ms = (time.perf_counter() - started_s) * 1000
-        if response.status_code != 200:
-            raise _status_error(response)
-        return _parse(response, busy_ms)
+        if status != 200:
+            raise _status_error(status, text, retry_after)
+        return _parse(text, status, busy_ms)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def _request_body(request: ChatRequest) -> dict[str, Any]:
@@ -81,15 +89,15 @@ def _request_body(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-def _parse(response: httpx.Response, busy_ms: float) -> ChatResponse:
+def _parse(text: str, status: int, busy_ms: float) -> ChatResponse:
     try:
-        data = response.json()
+        data = json.loads(text)
         output = data["choices"][0]["message"]["content"] or ""
     except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         raise ProviderError(
-            f"malformed response body ({type(exc).__name__}): {response.text[:120]!r}",
+            f"malformed response body ({type(exc).__name__}): {text[:120]!r}",
             retryable=True,
-            status=response.status_code,
+            status=status,
         ) from None
     return ChatResponse(
         output=str(output),
@@ -124,22 +132,20 @@ def _reported_cost(usage: dict[str, Any]) -> Decimal | None:
         return None
 
 
-def _status_error(response: httpx.Response) -> ProviderError:
-    status = response.status_code
-    message = _error_message(response)
+def _status_error(status: int, text: str, retry_after: str | None) -> ProviderError:
     return ProviderError(
-        f"HTTP {status}: {message}",
+        f"HTTP {status}: {_error_message(text)}",
         retryable=status in RETRYABLE_STATUS,
         status=status,
-        retry_after_s=retry_after_s(response.headers.get("retry-after")),
+        retry_after_s=retry_after_s(retry_after),
     )
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(text: str) -> str:
     try:
-        error = response.json().get("error")
+        error = json.loads(text).get("error")
     except (json.JSONDecodeError, AttributeError):
-        return response.text[:200]
+        return text[:200]
     if isinstance(error, dict):
         return str(error.get("message", error))[:200]
     return str(error)[:200]
