@@ -28,7 +28,7 @@ SECONDS_PER_HOUR = Decimal(3600)
 DEFAULT_LOCAL_HOURLY_USD = Decimal("0.0893")
 
 CostKind = Literal["metered", "provider", "compute", "unpriced"]
-PriceSource = Literal["catalog", "override", "compute", "none"]
+PriceSource = Literal["catalog", "override", "compute", "reported", "none"]
 
 # costroute provider names that differ from the catalog's provider ids.
 CATALOG_PROVIDER = {
@@ -76,6 +76,8 @@ class Price:
             return "compute"
         if self.source == "none":
             return "unpriced"
+        if self.source == "reported":
+            return "provider"
         return "metered"
 
     @property
@@ -138,6 +140,11 @@ def compute_price(model_ref: str, hourly_usd: Decimal, gpus: int) -> Price:
         hourly_usd=hourly_usd,
         gpus=gpus,
     )
+
+
+def reported_price(model_ref: str) -> Price:
+    """Costs taken as recorded elsewhere (an import), not computed here."""
+    return Price(model=model_ref, source="reported", catalog_version=catalog_version())
 
 
 def unpriced(model_ref: str) -> Price:
