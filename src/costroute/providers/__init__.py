@@ -9,6 +9,8 @@ from decimal import Decimal
 from costroute import pricing
 from costroute.errors import UsageError
 from costroute.pricing import Price
+from costroute.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_BASE_URL
+from costroute.providers.anthropic import AnthropicProvider
 from costroute.providers.base import ChatRequest, ChatResponse, Provider, ProviderError
 from costroute.providers.local import LocalProvider, resolve_gguf
 from costroute.providers.openai import OpenAIProvider
@@ -94,9 +96,30 @@ def _make_provider(
     if name == "local" or (config is not None and config.kind == "local"):
         gguf = resolve_gguf(candidate.model_name, task.base_dir)
         return LocalProvider(name, gguf, parallel=min(concurrency, 4))
-    if config is not None and config.kind == "anthropic":
-        raise UsageError(f"{candidate.model}: the anthropic provider is not built yet")
+    if name == "anthropic" or (config is not None and config.kind == "anthropic"):
+        return _anthropic_provider(name, config, concurrency)
     return _openai_provider(name, config, concurrency)
+
+
+def _anthropic_provider(
+    name: str, config: ProviderConfig | None, concurrency: int
+) -> AnthropicProvider:
+    key_env = config.api_key_env if config and config.api_key_env else None
+    key_env = key_env or "ANTHROPIC_API_KEY"
+    api_key = os.environ.get(key_env)
+    if not api_key:
+        raise UsageError(f"{name}/… needs an API key; set {key_env}")
+    base_url = (config.base_url if config else None) or os.environ.get(
+        "ANTHROPIC_BASE_URL", ANTHROPIC_BASE_URL
+    )
+    return AnthropicProvider(
+        name,
+        base_url,
+        api_key,
+        timeout_s=config.timeout_s if config is not None else 120.0,
+        max_connections=max(concurrency, 1),
+        headers=config.headers if config is not None else {},
+    )
 
 
 def _openai_provider(

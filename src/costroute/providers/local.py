@@ -61,10 +61,13 @@ class LocalProvider:
 
     self_hosted = True
 
-    def __init__(self, name: str, gguf: Path, parallel: int = 4) -> None:
+    def __init__(
+        self, name: str, gguf: Path, parallel: int = 4, threads: int | None = None
+    ) -> None:
         self.name = name
         self.gguf = gguf
         self.parallel = max(1, parallel)
+        self.threads = threads or default_threads()
         self._server: Any = None
         self._load_lock = asyncio.Lock()
 
@@ -93,8 +96,8 @@ class LocalProvider:
         params.model.path = str(self.gguf)
         params.n_parallel = self.parallel
         params.n_ctx = 2048 * self.parallel
-        params.cpuparams.n_threads = os.cpu_count() or 1
-        params.cpuparams_batch.n_threads = os.cpu_count() or 1
+        params.cpuparams.n_threads = self.threads
+        params.cpuparams_batch.n_threads = self.threads
         params.verbosity = -1
         params.warmup = False
         logger.info("loading %s with %d slots", self.gguf, self.parallel)
@@ -102,6 +105,15 @@ class LocalProvider:
 
     async def aclose(self) -> None:
         self._server = None
+
+
+def default_threads() -> int:
+    """One core is left to the event loop and the rest of the machine.
+
+    llama.cpp's worker threads spin while they wait for each other, so a thread
+    count that oversubscribes the cores slows decoding by an order of magnitude.
+    """
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def _import_xllamacpp() -> Any:
