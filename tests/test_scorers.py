@@ -670,7 +670,7 @@ def test_code_item_without_tests_is_a_usage_error() -> None:
         ("python", {}, "needs function = "),
         ("code", {"timeout_s": 0}, "timeout_s to be more than 0"),
         ("code", {"memory_mb": 10}, "memory_mb of at least 64"),
-        ("judge", {}, "kind = 'judge' is not available yet"),
+        ("judge", {}, "kind = 'judge' needs model"),
     ],
 )
 def test_bad_options_are_usage_errors(

@@ -33,6 +33,19 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "status": summary.run.status,
         "floor": {"metric": summary.floor_metric, "min": summary.floor_min},
         "candidates": [_candidate_dict(c) for c in summary.candidates],
+        "judge": _judge_dict(summary),
+    }
+
+
+def _judge_dict(summary: RunSummary) -> dict[str, Any] | None:
+    judge = summary.judge
+    if judge is None:
+        return None
+    return {
+        "model": judge.model,
+        "calls": judge.calls,
+        "errors": judge.errors,
+        "cost_usd": _money(judge.cost_usd),
     }
 
 
@@ -135,6 +148,12 @@ def _notes(summary: RunSummary) -> str:
         for kind in kinds
     ]
     lines.append("cost/result = total cost ÷ correct results; quality CI: 95%.")
+    if summary.judge is not None:
+        judge = summary.judge
+        lines.append(
+            f"judge {judge.model}: {judge.calls} calls, {_usd(judge.cost_usd)} "
+            "(not included in the candidates' cost)"
+        )
     if summary.run.status != "done":
         lines.append(f"run status: {summary.run.status} (resume with --resume)")
     return "\n".join(lines)

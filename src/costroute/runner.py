@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -27,7 +27,7 @@ from costroute.pricing import Price
 from costroute.prompt import check_fields, render
 from costroute.providers import ProviderError, ResolvedCandidate, resolve_candidate
 from costroute.providers.base import ChatRequest, ChatResponse
-from costroute.scorers import Score, Scorer, make_scorer
+from costroute.scorers import JudgeScorer, Score, Scorer, make_scorer
 from costroute.store import CallRecord, Store
 from costroute.task import Task
 
@@ -138,6 +138,7 @@ class Runner:
         self.options = options
         self.progress: Progress = progress or _NoProgress()
         self.scorer: Scorer = make_scorer(task.scorer, task.base_dir)
+        self.judge: ResolvedCandidate | None = None
         self.run_id = ""
         self.items: list[Item] = []
         self.budget = Budget(options.max_cost_usd)
@@ -175,7 +176,11 @@ class Runner:
             resolve_candidate(self.task, candidate, self.options.concurrency)
             for candidate in self.task.candidates
         ]
-        unpriced = [c.model for c in resolved if not c.price.priced]
+        if isinstance(self.scorer, JudgeScorer):
+            judge = self.scorer.candidate()
+            self.judge = resolve_candidate(self.task, judge, self.options.concurrency)
+        everyone = [*resolved, *([self.judge] if self.judge else [])]
+        unpriced = [c.model for c in everyone if not c.price.priced]
         if unpriced and not self.options.allow_unpriced:
             raise UsageError(_unpriced_message(unpriced))
         return resolved
@@ -183,6 +188,9 @@ class Runner:
     async def _measure(self, candidates: list[ResolvedCandidate]) -> str:
         for candidate in candidates:
             self.store.save_price(self.run_id, candidate.price)
+        if self.judge is not None:
+            judge_price = replace(self.judge.price, model=f"judge:{self.judge.model}")
+            self.store.save_price(self.run_id, judge_price)
         self.store.db.execute(
             "UPDATE runs SET status = 'running' WHERE id = ?", (self.run_id,)
         )
@@ -193,7 +201,7 @@ class Runner:
                 self._flush_scores()
                 self._finalize(candidates)
             finally:
-                for candidate in candidates:
+                for candidate in [*candidates, *([self.judge] if self.judge else [])]:
                     await candidate.provider.aclose()
                 self.progress.close()
         if self.budget.exhausted:
@@ -288,6 +296,8 @@ class Runner:
         item: Item,
         repeat: int,
         request_hash: str,
+        purpose: str = "candidate",
+        judged_call_id: int | None = None,
     ) -> CallRecord:
         started_s = time.time()
         response, error, attempts = await self._with_retries(candidate, request)
@@ -304,6 +314,8 @@ class Runner:
             latency_ms=(ended_s - started_s) * 1000,
             started_s=started_s,
             ended_s=ended_s,
+            purpose=purpose,
+            judged_call_id=judged_call_id,
         )
         if response is not None:
             _fill_response(record, response, candidate.price)
@@ -337,7 +349,11 @@ class Runner:
 
     async def _score(self, record: CallRecord, item: Item) -> None:
         output = record.output if record.status == "ok" else ""
-        if self.task.scorer.kind in BLOCKING_SCORERS:
+        if self.judge is not None and record.status == "ok":
+            score = await self._judge(self.judge, record, item)
+        elif self.judge is not None:
+            score = Score(results=0.0, correct=False, fn=1)
+        elif self.task.scorer.kind in BLOCKING_SCORERS:
             score = await asyncio.to_thread(self.scorer.score, output or "", item)
         else:
             score = self.scorer.score(output or "", item)
@@ -351,6 +367,39 @@ class Runner:
         self._scores.append((record.id, score))
         if len(self._scores) >= SCORE_BATCH:
             self._flush_scores()
+
+    async def _judge(
+        self, judge: ResolvedCandidate, record: CallRecord, item: Item
+    ) -> Score:
+        """Grade one output with the judge model, storing the judge's own call."""
+        assert isinstance(self.scorer, JudgeScorer)
+        question = render(self.task.prompt, item)[-1]["content"]
+        messages = self.scorer.messages(question, record.output or "", item)
+        request = judge.request(messages)
+        request_hash = _request_hash(judge, request, record.repeat)
+        cached = self.store.cached_calls([request_hash]).get(request_hash)
+        if cached is not None and cached.output is not None:
+            reply = cached.output
+        else:
+            call = await self._call(
+                judge,
+                request,
+                item,
+                record.repeat,
+                request_hash,
+                purpose="judge",
+                judged_call_id=record.id,
+            )
+            self.budget.settle(Decimal(0), call.spent_usd or Decimal(0))
+            if call.status != "ok":
+                return Score(
+                    results=0.0,
+                    correct=False,
+                    fn=1,
+                    detail=f"judge call failed: {call.error}",
+                )
+            reply = call.output or ""
+        return self.scorer.read(reply)
 
     def _flush_scores(self) -> None:
         if self._scores:

@@ -82,9 +82,12 @@ MIGRATIONS: list[str] = [
         started_s REAL NOT NULL DEFAULT 0,
         ended_s REAL NOT NULL DEFAULT 0,
         cached_from INTEGER,
-        created_at TEXT NOT NULL,
-        UNIQUE (run_id, item_id, model, repeat)
+        purpose TEXT NOT NULL DEFAULT 'candidate',
+        judged_call_id INTEGER,
+        created_at TEXT NOT NULL
     );
+    CREATE UNIQUE INDEX calls_once ON calls
+        (run_id, item_id, model, repeat, purpose, COALESCE(judged_call_id, 0));
     CREATE INDEX calls_by_hash ON calls (request_hash, status);
     CREATE TABLE scores (
         call_id INTEGER PRIMARY KEY REFERENCES calls(id),
@@ -95,6 +98,53 @@ MIGRATIONS: list[str] = [
         fn INTEGER NOT NULL,
         answer TEXT,
         detail TEXT NOT NULL DEFAULT ''
+    );
+    """,
+    # Serving: API keys, one ledger row per routed request, feedback on results,
+    # and running totals per key, task and month so budgets read a few rows.
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL,
+        budget_usd TEXT,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        key_id TEXT,
+        task TEXT,
+        model TEXT,
+        status INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd TEXT,
+        cost_estimated INTEGER NOT NULL DEFAULT 0,
+        escalated INTEGER NOT NULL DEFAULT 0,
+        stream INTEGER NOT NULL DEFAULT 0,
+        calls INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX ledger_by_task ON ledger (task, created_at);
+    CREATE TABLE ledger_totals (
+        key_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        month TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        escalated INTEGER NOT NULL,
+        unpriced INTEGER NOT NULL,
+        spent_usd TEXT NOT NULL,
+        PRIMARY KEY (key_id, task, month)
+    );
+    CREATE TABLE feedback (
+        request_id TEXT PRIMARY KEY,
+        score REAL NOT NULL,
+        created_at TEXT NOT NULL
     );
     """,
 ]
@@ -127,6 +177,8 @@ class CallRecord:
     started_s: float = 0.0
     ended_s: float = 0.0
     cached_from: int | None = None
+    purpose: str = "candidate"
+    judged_call_id: int | None = None
     id: int | None = None
 
     @property
@@ -372,16 +424,20 @@ class Store:
 
     def done_keys(self, run_id: str) -> set[tuple[str, str, int]]:
         rows = self.db.execute(
-            "SELECT item_id, model, repeat FROM calls WHERE run_id = ?", (run_id,)
+            "SELECT item_id, model, repeat FROM calls WHERE run_id = ? "
+            "AND purpose = 'candidate'",
+            (run_id,),
         )
         return {(row[0], row[1], row[2]) for row in rows}
 
-    def calls(self, run_id: str, model: str | None = None) -> list[CallRecord]:
-        sql = "SELECT * FROM calls WHERE run_id = ?"
-        args: tuple[str, ...] = (run_id,)
+    def calls(
+        self, run_id: str, model: str | None = None, purpose: str = "candidate"
+    ) -> list[CallRecord]:
+        sql = "SELECT * FROM calls WHERE run_id = ? AND purpose = ?"
+        args: tuple[str, ...] = (run_id, purpose)
         if model is not None:
             sql += " AND model = ?"
-            args = (run_id, model)
+            args = (run_id, purpose, model)
         return [_call(row) for row in self.db.execute(sql + " ORDER BY id", args)]
 
     def scored_calls(self, run_id: str) -> list[ScoredCall]:
@@ -390,6 +446,7 @@ class Store:
             "s_correct, scores.tp AS s_tp, scores.fp AS s_fp, scores.fn AS s_fn, "
             "scores.answer AS s_answer, scores.detail AS s_detail FROM calls "
             "LEFT JOIN scores ON scores.call_id = calls.id WHERE calls.run_id = ? "
+            "AND calls.purpose = 'candidate' "
             "ORDER BY calls.id",
             (run_id,),
         )
@@ -398,7 +455,7 @@ class Store:
     def unscored_calls(self, run_id: str) -> list[CallRecord]:
         rows = self.db.execute(
             "SELECT calls.* FROM calls LEFT JOIN scores ON scores.call_id = "
-            "calls.id WHERE calls.run_id = ? AND "
+            "calls.id WHERE calls.run_id = ? AND calls.purpose = 'candidate' AND "
             "scores.call_id IS NULL ORDER BY calls.id",
             (run_id,),
         )
@@ -407,16 +464,167 @@ class Store:
     def transaction(self) -> _Transaction:
         return _Transaction(self.db)
 
+    # Serving: API keys, the request ledger and feedback, for `costroute serve`.
+
+    def create_api_key(self, key: ApiKeyRecord) -> None:
+        taken = self.db.execute(
+            "SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL",
+            (key.name,),
+        ).fetchone()
+        if taken:
+            raise UsageError(
+                f"an active key is already named {key.name!r}; pick another name "
+                f"or revoke it with `costroute keys revoke {key.name}`"
+            )
+        self.db.execute(
+            "INSERT INTO api_keys (id, name, key_hash, budget_usd, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (key.id, key.name, key.key_hash, _money(key.budget_usd), key.created_at),
+        )
+
+    def api_keys(self) -> list[ApiKeyRecord]:
+        rows = self.db.execute("SELECT * FROM api_keys ORDER BY created_at")
+        return [_api_key(row) for row in rows]
+
+    def api_key(self, key_id: str) -> ApiKeyRecord | None:
+        row = self.db.execute(
+            "SELECT * FROM api_keys WHERE id = ?", (key_id,)
+        ).fetchone()
+        return None if row is None else _api_key(row)
+
+    def revoke_api_key(self, id_or_name: str) -> list[str]:
+        """Revoke the active key with this id or name; the ids revoked."""
+        rows = self.db.execute(
+            "SELECT id FROM api_keys WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
+            (id_or_name, id_or_name),
+        ).fetchall()
+        ids = [row["id"] for row in rows]
+        self.db.executemany(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ?",
+            [(now_iso(), key_id) for key_id in ids],
+        )
+        return ids
+
+    def record_ledger(self, entries: list[LedgerEntry]) -> None:
+        """Write ledger rows and add them to the running totals, all or nothing."""
+        # IMMEDIATE takes the write lock first, so workers of one server that
+        # share this file cannot both read a total and lose an update.
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                f"INSERT OR IGNORE INTO ledger ({', '.join(_LEDGER_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in _LEDGER_COLUMNS)})",
+                [_ledger_row(entry) for entry in entries],
+            )
+            for group, totals in _ledger_deltas(entries).items():
+                self._add_totals(group, totals)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _add_totals(self, group: tuple[str, str, str], delta: TaskTotals) -> None:
+        row = self.db.execute(
+            "SELECT spent_usd FROM ledger_totals WHERE key_id = ? AND task = ? "
+            "AND month = ?",
+            group,
+        ).fetchone()
+        spent_usd = delta.spent_usd + (Decimal(row[0]) if row else Decimal(0))
+        self.db.execute(
+            "INSERT INTO ledger_totals (key_id, task, month, requests, errors, "
+            "escalated, unpriced, spent_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (key_id, task, month) DO UPDATE SET "
+            "requests = requests + excluded.requests, "
+            "errors = errors + excluded.errors, "
+            "escalated = escalated + excluded.escalated, "
+            "unpriced = unpriced + excluded.unpriced, "
+            "spent_usd = excluded.spent_usd",
+            (
+                *group,
+                delta.requests,
+                delta.errors,
+                delta.escalated,
+                delta.unpriced,
+                str(spent_usd),
+            ),
+        )
+
+    def ledger(self, limit: int = -1) -> list[LedgerEntry]:
+        """Ledger rows, newest first; a negative limit means all of them."""
+        rows = self.db.execute(
+            "SELECT * FROM ledger ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [_ledger_entry(row) for row in rows]
+
+    def ledger_entry(self, request_id: str) -> LedgerEntry | None:
+        row = self.db.execute(
+            "SELECT * FROM ledger WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return None if row is None else _ledger_entry(row)
+
+    def month_spend_usd(self, month: str) -> dict[str, Decimal]:
+        """What each key has spent in `month` (YYYY-MM), by key id."""
+        rows = self.db.execute(
+            "SELECT key_id, spent_usd FROM ledger_totals WHERE month = ?", (month,)
+        )
+        spent: dict[str, Decimal] = {}
+        for row in rows:
+            spent[row[0]] = spent.get(row[0], Decimal(0)) + Decimal(row[1])
+        return spent
+
+    def record_feedback(self, request_id: str, score: float) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO feedback (request_id, score, created_at) "
+            "VALUES (?, ?, ?)",
+            (request_id, score, now_iso()),
+        )
+
+    def task_totals(self) -> dict[str, TaskTotals]:
+        """Requests, spend and feedback per task over the whole ledger."""
+        totals: dict[str, TaskTotals] = {}
+        for row in self.db.execute("SELECT * FROM ledger_totals"):
+            delta = TaskTotals(
+                requests=row["requests"],
+                errors=row["errors"],
+                escalated=row["escalated"],
+                unpriced=row["unpriced"],
+                spent_usd=Decimal(row["spent_usd"]),
+            )
+            totals[row["task"]] = totals.get(row["task"], TaskTotals()) + delta
+        rows = self.db.execute(
+            "SELECT ledger.task, ledger.cost_usd, feedback.score FROM feedback "
+            "JOIN ledger ON ledger.request_id = feedback.request_id"
+        )
+        for task, cost_usd, score in rows:
+            delta = TaskTotals(
+                feedback=1,
+                feedback_results=score,
+                feedback_spent_usd=Decimal(cost_usd or 0),
+                feedback_unpriced=int(cost_usd is None),
+            )
+            totals[task or ""] = totals.get(task or "", TaskTotals()) + delta
+        return totals
+
 
 class _Transaction:
+    """BEGIN … COMMIT, or ROLLBACK when the block raises.
+
+    Inside another transaction it joins that one, so a caller can make several
+    writes (a whole imported run) all-or-nothing.
+    """
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.joined = False
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN")
+        self.joined = self.db.in_transaction
+        if not self.joined:
+            self.db.execute("BEGIN")
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if not self.joined:
+            self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
 def _to_sql(name: str, value: object) -> object:
@@ -473,6 +681,115 @@ def _price(data: dict[str, Any]) -> Price:
         if data.get(name) is not None:
             data[name] = Decimal(data[name])
     return Price(**data)
+
+
+# Serving records.
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """A router key as stored: only the SHA-256 of the key, never the key."""
+
+    id: str
+    name: str
+    key_hash: str
+    budget_usd: Decimal | None
+    created_at: str
+    revoked_at: str | None = None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One request the router answered (or refused), with what it cost."""
+
+    request_id: str
+    created_at: str
+    key_id: str | None
+    task: str | None
+    model: str | None
+    status: int
+    latency_ms: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal | None = None
+    cost_estimated: bool = False
+    escalated: bool = False
+    stream: bool = False
+    calls: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskTotals:
+    """Live totals of one task; the feedback ones cover requests with feedback."""
+
+    requests: int = 0
+    errors: int = 0
+    escalated: int = 0
+    unpriced: int = 0
+    spent_usd: Decimal = Decimal(0)
+    feedback: int = 0
+    feedback_results: float = 0.0
+    feedback_spent_usd: Decimal = Decimal(0)
+    feedback_unpriced: int = 0
+
+    def __add__(self, other: TaskTotals) -> TaskTotals:
+        values = {
+            f.name: getattr(self, f.name) + getattr(other, f.name)
+            for f in fields(TaskTotals)
+        }
+        return TaskTotals(**values)
+
+
+_LEDGER_COLUMNS = [f.name for f in fields(LedgerEntry)]
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _api_key(row: sqlite3.Row) -> ApiKeyRecord:
+    budget = row["budget_usd"]
+    return ApiKeyRecord(
+        id=row["id"],
+        name=row["name"],
+        key_hash=row["key_hash"],
+        budget_usd=None if budget is None else Decimal(budget),
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _ledger_row(entry: LedgerEntry) -> list[object]:
+    values = [getattr(entry, name) for name in _LEDGER_COLUMNS]
+    values[_LEDGER_COLUMNS.index("cost_usd")] = _money(entry.cost_usd)
+    return values
+
+
+def _ledger_entry(row: sqlite3.Row) -> LedgerEntry:
+    values: dict[str, Any] = {name: row[name] for name in _LEDGER_COLUMNS}
+    for name in ("cost_estimated", "escalated", "stream"):
+        values[name] = bool(values[name])
+    if values["cost_usd"] is not None:
+        values["cost_usd"] = Decimal(values["cost_usd"])
+    return LedgerEntry(**values)
+
+
+def _ledger_deltas(
+    entries: list[LedgerEntry],
+) -> dict[tuple[str, str, str], TaskTotals]:
+    deltas: dict[tuple[str, str, str], TaskTotals] = {}
+    for entry in entries:
+        group = (entry.key_id or "", entry.task or "", entry.created_at[:7])
+        delta = TaskTotals(
+            requests=1,
+            errors=int(entry.status >= 400),
+            escalated=int(entry.escalated),
+            unpriced=int(entry.cost_usd is None and entry.calls > 0),
+            spent_usd=entry.cost_usd or Decimal(0),
+        )
+        deltas[group] = deltas.get(group, TaskTotals()) + delta
+    return deltas
 
 
 def iter_chunks(values: list[Any], size: int) -> Iterator[list[Any]]:

@@ -43,10 +43,21 @@ class CandidateSummary:
 
 
 @dataclass(frozen=True)
+class JudgeSummary:
+    """What grading cost: reported apart, never added to a candidate's cost."""
+
+    model: str
+    calls: int
+    errors: int
+    cost_usd: Decimal | None
+
+
+@dataclass(frozen=True)
 class RunSummary:
     run: RunInfo
     task: Task
     candidates: list[CandidateSummary]
+    judge: JudgeSummary | None = None
 
     @property
     def floor_metric(self) -> str:
@@ -71,7 +82,21 @@ def summarize(store: Store, run: RunInfo, task: Task) -> RunSummary:
         summarize_candidate(model, by_model.get(model, []), prices.get(model), task)
         for model in models
     ]
-    return RunSummary(run=run, task=task, candidates=candidates)
+    return RunSummary(
+        run=run, task=task, candidates=candidates, judge=_judge(store, run.id)
+    )
+
+
+def _judge(store: Store, run_id: str) -> JudgeSummary | None:
+    calls = store.calls(run_id, purpose="judge")
+    if not calls:
+        return None
+    return JudgeSummary(
+        model=calls[0].model,
+        calls=len(calls),
+        errors=sum(1 for call in calls if call.status != "ok"),
+        cost_usd=_total(call.cost_usd for call in calls),
+    )
 
 
 def summarize_candidate(

@@ -7,13 +7,21 @@ from pathlib import Path
 from costroute.scorers.base import Score, Scorer
 from costroute.scorers.code import CodeScorer
 from costroute.scorers.findings import FindingsMatch, FindingsScorer, match_findings
+from costroute.scorers.judge import JudgeScorer
 from costroute.scorers.options import Options
 from costroute.scorers.python import PythonScorer
 from costroute.scorers.structured import JsonScorer
 from costroute.scorers.text import ExactScorer, LabelScorer, NumberScorer, RegexScorer
 from costroute.task import ScorerConfig
 
-__all__ = ["FindingsMatch", "Score", "Scorer", "make_scorer", "match_findings"]
+__all__ = [
+    "FindingsMatch",
+    "JudgeScorer",
+    "Score",
+    "Scorer",
+    "make_scorer",
+    "match_findings",
+]
 
 
 def make_scorer(config: ScorerConfig, base_dir: Path) -> Scorer:
@@ -40,6 +48,4 @@ def make_scorer(config: ScorerConfig, base_dir: Path) -> Scorer:
         case "code":
             return CodeScorer.from_options(options)
         case "judge":
-            # TODO: Build the judge scorer, which asks a model to grade each output
-            # and so needs the providers and the price of the judge's own calls.
-            raise options.error("is not available yet; use another scorer kind for now")
+            return JudgeScorer.from_options(options)

@@ -27,6 +27,10 @@ class Options:
             f"has no option {unknown[0]!r}; check the spelling (options: {known})"
         )
 
+    def raw(self, name: str) -> Any:
+        """An option as written, for kinds that check its shape themselves."""
+        return self._values.get(name)
+
     def error(self, message: str) -> UsageError:
         return UsageError(f"[scorer] kind = {self.kind!r} {message}")
 
