@@ -1,0 +1,171 @@
+"""Local model throughput: `local/smollm2` through costroute against llama.cpp
+called directly, on the same prompts, in the same run.
+
+Measured in output tokens per second over the whole batch. The direct baseline is
+llama-cpp-python's `Llama.create_chat_completion`, one prompt after another, and
+xllamacpp's server called directly; costroute runs at `-j 1` (the same work as
+the baselines) and at `-j 4` (parallel slots, as `costroute run` does by
+default). Goal: costroute at least 0.95 of direct.
+
+    python bench/local_throughput.py [--prompts 40] [--max-tokens 32]
+
+llama-cpp-python is not a dependency of costroute; the script skips that
+baseline when it is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from costroute.providers.local import default_threads, resolve_gguf
+from costroute.runner import Runner, RunOptions
+from costroute.store import Store
+from costroute.task import load_task
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SYSTEM = "Answer in one short sentence."
+WORDS = [
+    "river",
+    "mountain",
+    "violin",
+    "orbit",
+    "harvest",
+    "lantern",
+    "glacier",
+    "compass",
+    "meadow",
+    "thunder",
+]
+
+TASK = """
+name = "local-throughput"
+[dataset]
+path = "items.jsonl"
+target = "label"
+[prompt]
+system = "{system}"
+user = "{{{{text}}}}"
+[scorer]
+kind = "exact"
+[[candidates]]
+model = "local/smollm2"
+max_tokens = {max_tokens}
+"""
+
+
+def prompts(count: int) -> list[str]:
+    return [f"Describe a {WORDS[n % 10]} in the year {1900 + n}." for n in range(count)]
+
+
+def direct_llama_cpp(
+    gguf: Path, texts: list[str], max_tokens: int
+) -> tuple[float, int]:
+    from llama_cpp import Llama
+
+    model = Llama(
+        model_path=str(gguf), n_ctx=2048, n_threads=default_threads(), verbose=False
+    )
+    started_s, tokens = time.perf_counter(), 0
+    for text in texts:
+        reply = model.create_chat_completion(
+            messages=[
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": text},
+            ],
+            max_tokens=max_tokens,
+            temperature=0.0,
+        )
+        tokens += reply["usage"]["completion_tokens"]
+    return time.perf_counter() - started_s, tokens
+
+
+def direct_xllamacpp(
+    gguf: Path, texts: list[str], max_tokens: int
+) -> tuple[float, int]:
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(gguf)
+    params.n_ctx = 2048
+    params.cpuparams.n_threads = default_threads()
+    params.cpuparams_batch.n_threads = default_threads()
+    params.verbosity = -1
+    server = xllamacpp.Server(params)
+    started_s, tokens = time.perf_counter(), 0
+    for text in texts:
+        reply = server.handle_chat_completions(
+            {
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": text},
+                ],
+                "max_tokens": max_tokens,
+                "temperature": 0.0,
+            }
+        )
+        tokens += reply["usage"]["completion_tokens"]
+    return time.perf_counter() - started_s, tokens
+
+
+def through_costroute(
+    texts: list[str], max_tokens: int, jobs: int
+) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        rows = [json.dumps({"text": text, "label": "-"}) for text in texts]
+        (folder / "items.jsonl").write_text("\n".join(rows) + "\n")
+        (folder / "task.toml").write_text(
+            TASK.format(system=SYSTEM, max_tokens=max_tokens)
+        )
+        task = load_task(folder / "task.toml")
+        with Store(folder / "db.sqlite") as store:
+            runner = Runner(task, store, RunOptions(concurrency=jobs))
+            started_s = time.perf_counter()
+            run_id = asyncio.run(runner.start())
+            elapsed_s = time.perf_counter() - started_s
+            tokens = sum(call.output_tokens for call in store.calls(run_id))
+    return elapsed_s, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prompts", type=int, default=40)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    args = parser.parse_args()
+    gguf = resolve_gguf("smollm2", ROOT)
+    texts = prompts(args.prompts)
+
+    results: dict[str, tuple[float, int]] = {}
+    if importlib.util.find_spec("llama_cpp") is not None:
+        results["llama-cpp-python direct"] = direct_llama_cpp(
+            gguf, texts, args.max_tokens
+        )
+    results["xllamacpp direct"] = direct_xllamacpp(gguf, texts, args.max_tokens)
+    results["costroute -j 1"] = through_costroute(texts, args.max_tokens, 1)
+    results["costroute -j 4"] = through_costroute(texts, args.max_tokens, 4)
+
+    baseline = "llama-cpp-python direct"
+    if baseline not in results:
+        baseline = "xllamacpp direct"
+    base_tps = results[baseline][1] / results[baseline][0]
+    print(
+        f"{len(texts)} prompts, max_tokens {args.max_tokens}, "
+        f"{default_threads()} llama.cpp threads; baseline: {baseline}"
+    )
+    for name, (elapsed_s, tokens) in results.items():
+        tps = tokens / elapsed_s
+        print(
+            f"{name:26} {tokens:5d} tokens {elapsed_s:7.2f} s {tps:7.1f} tok/s "
+            f"{tps / base_tps:5.2f}× baseline"
+        )
+
+
+if __name__ == "__main__":
+    main()
