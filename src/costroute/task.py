@@ -144,14 +144,17 @@ class Task(_Strict):
         return self.model_copy(update={"candidates": chosen})
 
 
-def load_task(path: Path) -> Task:
-    """Read and validate a task file, raising `UsageError` with the place to fix."""
+def load_task(path: Path, *, require_candidates: bool = True) -> Task:
+    """Read and validate a task file, raising `UsageError` with the place to fix.
+
+    An import names its own models, so it passes `require_candidates=False`.
+    """
     data = _read_toml(path)
     try:
         task = Task.model_validate({**data, "path": path})
     except ValidationError as exc:
         raise UsageError(_describe(path, exc)) from None
-    if not task.candidates:
+    if require_candidates and not task.candidates:
         raise UsageError(
             f"{path}: no [[candidates]]; add one, e.g. [[candidates]] "
             'model = "local/smollm2", or pass --model'

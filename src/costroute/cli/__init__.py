@@ -46,9 +46,9 @@ def cli(log_level: str) -> None:
 
 
 def _register() -> None:
-    from costroute.cli import run, show, validate
+    from costroute.cli import decide, imports, run, show, validate
 
-    for module in (run, show, validate):
+    for module in (run, show, validate, imports, decide):
         for command in module.COMMANDS:
             cli.add_command(command)
 
