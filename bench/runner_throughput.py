@@ -4,6 +4,11 @@ The ideal wall time is items × latency ÷ concurrency (both candidates run side
 side, each with `-j` calls in flight). Prints the achieved share of that ideal
 and the runner's own CPU time per call. Goals: ≥ 0.85 of ideal, < 1 ms CPU/call.
 
+The fake server runs in its own process. By default it is a small asyncio server
+that answers every request after the latency, so that on a two-core machine the
+figures measure the runner rather than the server; `--server tests` uses the test
+suite's threaded fake server instead.
+
     python bench/runner_throughput.py [--items 2000] [--latency-ms 50] [-j 64]
 """
 
@@ -46,18 +51,80 @@ price = {{ input_mtok = 2.5, output_mtok = 10 }}
 """
 
 
-def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
-    command = [
-        sys.executable,
-        "-m",
-        "tests.fakeserver",
-        "--port",
-        "0",
-        "--latency-ms",
-        str(latency_ms),
-        "--default-answer",
-        "ham",
-    ]
+REPLY = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "model": "bench",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "ham"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13},
+    }
+).encode()
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+RESPONSE += b"Content-Length: %d\r\n\r\n%s" % (len(REPLY), REPLY)
+
+
+class _Upstream(asyncio.Protocol):
+    """Answers each keep-alive request with a canned completion after a delay."""
+
+    latency_s = 0.05
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            length = _content_length(self.buffer[:end])
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length :]
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.latency_s, self._reply)
+
+    def _reply(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(RESPONSE)  # type: ignore[attr-defined]
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+async def _serve(latency_ms: float) -> None:
+    _Upstream.latency_s = latency_ms / 1000
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Upstream, "127.0.0.1", 0, backlog=2048)
+    port = server.sockets[0].getsockname()[1]
+    print(f"READY http://127.0.0.1:{port}/v1", flush=True)
+    await asyncio.Event().wait()
+
+
+def start_server(latency_ms: float, kind: str) -> tuple[subprocess.Popen[str], str]:
+    command = [sys.executable, __file__, "_serve", str(latency_ms)]
+    if kind == "tests":
+        command = [
+            sys.executable,
+            "-m",
+            "tests.fakeserver",
+            "--port",
+            "0",
+            "--latency-ms",
+            str(latency_ms),
+            "--default-answer",
+            "ham",
+        ]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     line = server.stdout.readline().split()
@@ -91,9 +158,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("-j", "--concurrency", type=int, default=64)
+    parser.add_argument("--server", choices=["asyncio", "tests"], default="asyncio")
     args = parser.parse_args()
 
-    server, base_url = start_server(args.latency_ms)
+    server, base_url = start_server(args.latency_ms, args.server)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             task_path = write_task(Path(scratch), base_url, args.items)
@@ -114,4 +182,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "_serve":
+        asyncio.run(_serve(float(sys.argv[2])))
+    else:
+        main()

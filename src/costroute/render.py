@@ -27,7 +27,7 @@ COST_KIND_MARKS = {"metered": "", "provider": "ᵖ", "compute": "*", "unpriced":
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:
     """The JSON shape of a run: money as decimal strings, unknowns as null."""
-    return {
+    data = {
         "run_id": summary.run.id,
         "task": summary.task.name,
         "status": summary.run.status,
@@ -35,6 +35,16 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "candidates": [_candidate_dict(c) for c in summary.candidates],
         "judge": _judge_dict(summary),
     }
+    if summary.run.params.get("adaptive"):
+        data["adaptive"] = _adaptive_dict(summary.run.params)
+    return data
+
+
+def _adaptive_dict(params: dict[str, Any]) -> dict[str, Any]:
+    """How an adaptive run went, as `costroute run --adaptive` recorded it."""
+    result = params.get("adaptive_result") or {}
+    names = ("rounds", "items", "calls", "calls_saved", "stopped_because")
+    return {name: result.get(name) for name in names}
 
 
 def _judge_dict(summary: RunSummary) -> dict[str, Any] | None:

@@ -7,7 +7,9 @@ section and keeps the others.
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +24,13 @@ HEADER = (
     "Routes decided by costroute from measured runs. Review and commit this file;\n"
     "`costroute decide … -o` replaces one task's section and keeps the others."
 )
+
+# A `[table]` or `[[array]]` header, and the key of a `key = value` line.
+_PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_HEADER = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(rf"^({_PART}(?:\s*\.\s*{_PART})*)\s*=")
+# A dot between the parts of a dotted key, outside quotes.
+_DOT = re.compile(r"""\.(?=(?:[^"']|"[^"]*"|'[^']*')*$)""")
 
 CheckKind = Literal["labels", "regex", "json", "logprob", "agreement"]
 
@@ -124,11 +133,13 @@ class RoutesFile(_Model):
 def load_routes(path: Path) -> RoutesFile:
     """Read and check a routes file; raises `UsageError` naming what is wrong."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(
             f"{path}: no routes file; write one with `costroute decide RUN -o {path}`"
         ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
     try:
@@ -136,7 +147,42 @@ def load_routes(path: Path) -> RoutesFile:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise UsageError(f"{path}: {where}: {first['msg']}") from None
+        line = line_of(text, first["loc"])
+        at = f"line {line}: " if line is not None else ""
+        raise UsageError(
+            f"{path}: {at}{where}: {first['msg']}; fix it by hand or decide the "
+            f"task again with `costroute decide RUN -o {path}`"
+        ) from None
+
+
+def line_of(text: str, loc: Sequence[int | str]) -> int | None:
+    """The 1-based line of the key at `loc` in a TOML text, or of its table.
+
+    A simple scan of `[table]` headers and `key =` lines, enough for the files
+    `save_route` writes and hand edits of them; None when nothing matches.
+    """
+    keys = [str(part) for part in loc if isinstance(part, str)]
+    table: list[str] = []
+    best: tuple[int, int] | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = _HEADER.match(line)
+        if header:
+            table = _dotted(header.group(1))
+            depth = len(table) if keys[: len(table)] == table else -1
+        else:
+            key = _KEY.match(line)
+            if key is None or keys[: len(table)] != table:
+                continue
+            path = [*table, *_dotted(key.group(1))]
+            depth = len(path) if keys[: len(path)] == path else -1
+        if depth > 0 and (best is None or depth > best[0]):
+            best = (depth, number)
+    return best[1] if best else None
+
+
+def _dotted(key: str) -> list[str]:
+    return [part.strip().strip("\"'") for part in _DOT.split(key.strip())]
 
 
 def save_route(path: Path, task: str, route: TaskRoute) -> None:

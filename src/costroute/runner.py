@@ -13,12 +13,12 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from costroute import pricing
 from costroute.dataset import Item, load_items
@@ -60,6 +60,18 @@ class Progress(Protocol):
     def advance(self, model: str, spent_usd: Decimal) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Rounds(Protocol):
+    """Chooses, round by round, which items and candidates a run measures.
+
+    `run` calls `Runner.measure` once per round; `params` are recorded with the
+    run so that a resumed run plays the same rounds.
+    """
+
+    def params(self) -> dict[str, Any]: ...
+
+    async def run(self, runner: Runner) -> None: ...
 
 
 class RunStopped(Exception):
@@ -132,6 +144,7 @@ class Runner:
         store: Store,
         options: RunOptions,
         progress: Progress | None = None,
+        rounds: Rounds | None = None,
     ) -> None:
         self.task = task
         self.store = store
@@ -143,6 +156,8 @@ class Runner:
         self.items: list[Item] = []
         self.budget = Budget(options.max_cost_usd)
         self._scores: list[tuple[int, Score]] = []
+        self.rounds = rounds
+        self.candidates: list[ResolvedCandidate] = []
 
     async def start(self) -> str:
         """Run a new batch; returns its run id."""
@@ -154,7 +169,11 @@ class Runner:
             self.task.name,
             str(self.task.path),
             self.task.model_dump_json(),
-            {"repeat": self.options.repeat, "limit": self.options.limit},
+            {
+                "repeat": self.options.repeat,
+                "limit": self.options.limit,
+                **(self.rounds.params() if self.rounds else {}),
+            },
         )
         self.store.save_items(self.run_id, self.items)
         return await self._measure(candidates)
@@ -185,7 +204,22 @@ class Runner:
             raise UsageError(_unpriced_message(unpriced))
         return resolved
 
+    async def measure(self, items: Sequence[Item], models: Collection[str]) -> bool:
+        """Measure the candidates named in `models` on `items` within this run.
+
+        Calls already stored in the run are not made again. Returns False when
+        the budget stopped it before every call was made.
+        """
+        chosen = [c for c in self.candidates if c.model in models]
+        await asyncio.gather(*(self._run_candidate(c, items) for c in chosen))
+        self._flush_scores()
+        for candidate in chosen:
+            if candidate.price.source == "compute":
+                self._share_busy_time(candidate.model, candidate.price)
+        return not self.budget.exhausted
+
     async def _measure(self, candidates: list[ResolvedCandidate]) -> str:
+        self.candidates = candidates
         for candidate in candidates:
             self.store.save_price(self.run_id, candidate.price)
         if self.judge is not None:
@@ -195,7 +229,10 @@ class Runner:
             "UPDATE runs SET status = 'running' WHERE id = ?", (self.run_id,)
         )
         try:
-            await asyncio.gather(*(self._run_candidate(c) for c in candidates))
+            if self.rounds is None:
+                await self.measure(self.items, {c.model for c in candidates})
+            else:
+                await self.rounds.run(self)
         finally:
             try:
                 self._flush_scores()
@@ -224,15 +261,17 @@ class Runner:
         costs = share_busy_time(calls, price)
         self.store.set_costs(costs)
 
-    async def _run_candidate(self, candidate: ResolvedCandidate) -> None:
+    async def _run_candidate(
+        self, candidate: ResolvedCandidate, items: Sequence[Item]
+    ) -> None:
         done = self.store.done_keys(self.run_id)
         work = [
             (item, repeat)
             for repeat in range(self.options.repeat)
-            for item in self.items
+            for item in items
             if (item.id, candidate.model, repeat) not in done
         ]
-        total = len(self.items) * self.options.repeat
+        total = len(items) * self.options.repeat
         self.progress.start(candidate.model, total, total - len(work))
         prepared = [self._prepare(candidate, item, repeat) for item, repeat in work]
         hashes = [request_hash for _, _, _, request_hash in prepared]
@@ -262,7 +301,7 @@ class Runner:
         candidate = state.resolved
         cached = state.cached.get(request_hash)
         if cached is not None:
-            record = self._from_cache(cached, item, candidate.model, repeat)
+            record = self._from_cache(cached, item, candidate, repeat)
         else:
             estimate_usd = state.estimate_usd(request.messages)
             if not self.budget.reserve(estimate_usd):
@@ -276,16 +315,28 @@ class Runner:
         self.progress.advance(candidate.model, self.budget.spent_usd)
 
     def _from_cache(
-        self, cached: CallRecord, item: Item, model: str, repeat: int
+        self,
+        cached: CallRecord,
+        item: Item,
+        candidate: ResolvedCandidate,
+        repeat: int,
     ) -> CallRecord:
+        price = candidate.price
         record = CallRecord(
             **{**cached.__dict__, "id": None, "run_id": self.run_id},
         )
         record.item_id = item.id
-        record.model = model
+        record.model = candidate.model
         record.repeat = repeat
         record.cached_from = cached.cached_from or cached.id
         record.spent_usd = Decimal(0)
+        # A cached answer is what the model would say again, but the price may
+        # have moved since: token-priced calls are priced again at today's price.
+        if price.source in {"catalog", "override"}:
+            record.cost_usd = pricing.token_cost_usd(
+                price, record.usage, datetime.now(UTC)
+            )
+            record.cost_kind = price.cost_kind
         self.store.record_call(record)
         return record
 

@@ -298,6 +298,14 @@ class Store:
             (status, now_iso(), run_id),
         )
 
+    def update_run_params(self, run_id: str, changes: dict[str, Any]) -> None:
+        """Merge `changes` into the run's params, e.g. how an adaptive run went."""
+        params = {**self.run(run_id).params, **changes}
+        self.db.execute(
+            "UPDATE runs SET params_json = ? WHERE id = ?",
+            (json.dumps(params), run_id),
+        )
+
     def run(self, run_id: str) -> RunInfo:
         row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
@@ -605,6 +613,31 @@ class Store:
             totals[task or ""] = totals.get(task or "", TaskTotals()) + delta
         return totals
 
+    def feedback_totals(self, task: str, since: str) -> TaskTotals:
+        """Feedback on `task`'s requests made at or after `since` (ISO, UTC)."""
+        rows = self.db.execute(
+            "SELECT ledger.cost_usd, feedback.score FROM feedback JOIN ledger ON "
+            "ledger.request_id = feedback.request_id WHERE ledger.task = ? AND "
+            "ledger.created_at >= ?",
+            (task, since),
+        )
+        known = Decimal(0)
+        feedback = unpriced = 0
+        results = 0.0
+        for cost_usd, score in rows:
+            feedback += 1
+            results += score
+            if cost_usd is None:
+                unpriced += 1
+            else:
+                known += Decimal(cost_usd)
+        return TaskTotals(
+            feedback=feedback,
+            feedback_results=results,
+            feedback_spent_usd=known,
+            feedback_unpriced=unpriced,
+        )
+
 
 class _Transaction:
     """BEGIN … COMMIT, or ROLLBACK when the block raises.
@@ -778,18 +811,30 @@ def _ledger_entry(row: sqlite3.Row) -> LedgerEntry:
 def _ledger_deltas(
     entries: list[LedgerEntry],
 ) -> dict[tuple[str, str, str], TaskTotals]:
-    deltas: dict[tuple[str, str, str], TaskTotals] = {}
+    # Plain lists, not dataclass sums: this runs on every ledger batch.
+    sums: dict[tuple[str, str, str], list[Any]] = {}
     for entry in entries:
         group = (entry.key_id or "", entry.task or "", entry.created_at[:7])
-        delta = TaskTotals(
-            requests=1,
-            errors=int(entry.status >= 400),
-            escalated=int(entry.escalated),
-            unpriced=int(entry.cost_usd is None and entry.calls > 0),
-            spent_usd=entry.cost_usd or Decimal(0),
+        row = sums.get(group)
+        if row is None:
+            row = sums[group] = [0, 0, 0, 0, Decimal(0)]
+        row[0] += 1
+        row[1] += entry.status >= 400
+        row[2] += entry.escalated
+        if entry.cost_usd is not None:
+            row[4] += entry.cost_usd
+        elif entry.calls > 0:
+            row[3] += 1
+    return {
+        group: TaskTotals(
+            requests=row[0],
+            errors=row[1],
+            escalated=row[2],
+            unpriced=row[3],
+            spent_usd=row[4],
         )
-        deltas[group] = deltas.get(group, TaskTotals()) + delta
-    return deltas
+        for group, row in sums.items()
+    }
 
 
 def iter_chunks(values: list[Any], size: int) -> Iterator[list[Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -68,12 +69,19 @@ class RunSummary:
         return self.task.floor.min
 
 
-def summarize(store: Store, run: RunInfo, task: Task) -> RunSummary:
-    """Every candidate's numbers for one run, in the order the task lists them."""
+def summarize(
+    store: Store, run: RunInfo, task: Task, items: Collection[str] | None = None
+) -> RunSummary:
+    """Every candidate's numbers for one run, in the order the task lists them.
+
+    With `items`, only the calls on those items count: the run as it stood after
+    a round of an adaptive run.
+    """
     prices = store.prices(run.id)
     by_model: dict[str, list[ScoredCall]] = defaultdict(list)
     for scored in store.scored_calls(run.id):
-        by_model[scored.call.model].append(scored)
+        if items is None or scored.call.item_id in items:
+            by_model[scored.call.model].append(scored)
     models = [
         c.model for c in task.candidates if c.model in prices or c.model in by_model
     ]

@@ -46,9 +46,19 @@ def cli(log_level: str) -> None:
 
 
 def _register() -> None:
-    from costroute.cli import decide, imports, run, show, validate
+    from costroute.cli import (
+        decide,
+        imports,
+        keys,
+        recheck,
+        report,
+        run,
+        serve,
+        show,
+        validate,
+    )
 
-    for module in (run, show, validate, imports, decide):
+    for module in (run, show, validate, imports, decide, serve, keys, report, recheck):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -32,6 +32,10 @@ class BarProgress:
         self.bars.start()
 
     def start(self, model: str, total: int, done: int) -> None:
+        # An adaptive run starts each candidate again every round, on one bar.
+        if model in self.tasks:
+            self.bars.update(self.tasks[model], total=total, completed=done)
+            return
         self.tasks[model] = self.bars.add_task(
             model, total=total, completed=done, spent="0"
         )

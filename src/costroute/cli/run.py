@@ -9,11 +9,19 @@ from pathlib import Path
 
 import click
 
+from costroute.adaptive import AdaptivePlan, AdaptiveRounds
 from costroute.cli.common import db_option, emit, format_option, open_store
 from costroute.cli.progress import BarProgress
 from costroute.errors import CostrouteError, UsageError
-from costroute.runner import Progress, Runner, RunOptions, RunStopped, task_from_run
-from costroute.store import Store
+from costroute.runner import (
+    Progress,
+    Rounds,
+    Runner,
+    RunOptions,
+    RunStopped,
+    task_from_run,
+)
+from costroute.store import RunInfo, Store
 from costroute.summary import summarize
 from costroute.task import Task, load_task
 
@@ -77,6 +85,23 @@ def _usd(
     show_default=True,
     help="Retries per call on 429, 5xx, timeouts.",
 )
+@click.option(
+    "--adaptive",
+    is_flag=True,
+    help="Measure in rounds and stop once the route is settled.",
+)
+@click.option(
+    "--rounds-of",
+    "rounds_of",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --adaptive: items in the first round and fewest per round [20].",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="With --adaptive: confidence the route must be settled at [0.95].",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @db_option
 @format_option
@@ -90,6 +115,9 @@ def run_command(
     resume_id: str | None,
     allow_unpriced: bool,
     retries: int,
+    adaptive: bool,
+    rounds_of: int | None,
+    confidence: float | None,
     quiet: bool,
     db_path: Path | None,
     fmt: str,
@@ -104,14 +132,18 @@ def run_command(
         allow_unpriced=allow_unpriced,
         max_attempts=retries + 1,
     )
+    plan = _plan(adaptive, rounds_of, confidence)
     with open_store(db_path) as store:
         task = _task(store, task_path, resume_id, models)
         if resume_id is not None:
             options.repeat = int(store.run(resume_id).params.get("repeat", 1))
+            plan = _resumed_plan(store.run(resume_id), plan)
         progress = None if quiet or not sys.stderr.isatty() else BarProgress()
-        run_id, stopped = _measure(task, store, options, progress, resume_id)
+        rounds = AdaptiveRounds(plan) if plan is not None else None
+        run_id, stopped = _measure(task, store, options, progress, resume_id, rounds)
         run = store.run(run_id)
         emit(summarize(store, run, task), fmt, output_path)
+        _report_rounds(run)
     if stopped is not None:
         raise CostrouteError(stopped)
 
@@ -130,14 +162,64 @@ def _task(
     return task_from_run(run.task_json, run.task_path)
 
 
+def _plan(
+    adaptive: bool, rounds_of: int | None, confidence: float | None
+) -> AdaptivePlan | None:
+    if not adaptive:
+        if rounds_of is not None or confidence is not None:
+            raise UsageError("--rounds-of and --confidence apply only with --adaptive")
+        return None
+    defaults = AdaptivePlan()
+    return AdaptivePlan(
+        confidence=defaults.confidence if confidence is None else confidence,
+        rounds_of=defaults.rounds_of if rounds_of is None else rounds_of,
+    )
+
+
+def _resumed_plan(run: RunInfo, asked: AdaptivePlan | None) -> AdaptivePlan | None:
+    """A resumed run keeps the rounds it was started with."""
+    plan = AdaptivePlan.from_params(run.params)
+    if asked is not None and plan is None:
+        raise UsageError(
+            f"run {run.id} was not started with --adaptive; resume it without "
+            "--adaptive, or start a new adaptive run"
+        )
+    return plan
+
+
+def _report_rounds(run: RunInfo) -> None:
+    """How many calls an adaptive run made and saved, on stderr."""
+    result = run.params.get("adaptive_result")
+    if not run.params.get("adaptive") or not result:
+        return
+    calls, saved = result["calls"], result["calls_saved"]
+    full = calls + saved
+    share = f" ({saved / full:.0%})" if full else ""
+    click.echo(
+        f"adaptive: {result['rounds']} rounds on {result['items']} items, stopped "
+        f"because {_STOPS.get(result['stopped_because'], 'it was interrupted')}; "
+        f"{calls} calls made, {saved} saved against the full batch{share}",
+        err=True,
+    )
+
+
+_STOPS = {
+    "settled": "the route is settled",
+    "no_candidate": "no candidate can clear the floor",
+    "all_items": "the items ran out",
+    "budget": "the budget ran out",
+}
+
+
 def _measure(
     task: Task,
     store: Store,
     options: RunOptions,
     progress: Progress | None,
     resume_id: str | None,
+    rounds: Rounds | None = None,
 ) -> tuple[str, str | None]:
-    runner = Runner(task, store, options, progress)
+    runner = Runner(task, store, options, progress, rounds)
     try:
         if resume_id is not None:
             return asyncio.run(runner.resume(resume_id)), None

@@ -20,10 +20,12 @@ __all__ = [
     "PRESETS",
     "ChatRequest",
     "ChatResponse",
+    "Endpoint",
     "Preset",
     "Provider",
     "ProviderError",
     "ResolvedCandidate",
+    "openai_endpoint",
     "resolve_candidate",
 ]
 
@@ -203,3 +205,45 @@ def _hourly_usd(
     if isinstance(provider, LocalProvider):
         return pricing.DEFAULT_LOCAL_HOURLY_USD
     return None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible endpoint as the router calls it, resolved like a task's.
+
+    `key_env` names the variable the key comes from, so an error can say what to
+    set; the key itself is never logged.
+    """
+
+    provider: str
+    base_url: str
+    api_key: str | None
+    key_env: str | None
+    self_hosted: bool
+    timeout_s: float
+    headers: dict[str, str]
+
+    @property
+    def missing_key(self) -> bool:
+        return bool(self.key_env) and not self.api_key and not self.self_hosted
+
+
+def openai_endpoint(name: str, config: ProviderConfig | None) -> Endpoint | None:
+    """Where `name/…` models answer over the OpenAI API; None if nothing does."""
+    preset = PRESETS.get(name)
+    if config is None and preset is None:
+        return None
+    if config is not None and config.kind != "openai":
+        return None
+    key_env = config.api_key_env if config is not None else None
+    if key_env is None and preset is not None and config is None:
+        key_env = preset.key_env
+    return Endpoint(
+        provider=name,
+        base_url=_base_url(name, config, preset).rstrip("/"),
+        api_key=os.environ.get(key_env) if key_env else None,
+        key_env=key_env,
+        self_hosted=_self_hosted(config, preset),
+        timeout_s=config.timeout_s if config is not None else 120.0,
+        headers=dict(config.headers) if config is not None else {},
+    )

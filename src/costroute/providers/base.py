@@ -33,6 +33,7 @@ class ChatResponse:
     raw: dict[str, Any]
     busy_ms: float | None = None
     provider_cost_usd: Decimal | None = None
+    raw_json: str | None = None
 
 
 class ProviderError(Exception):

@@ -10,12 +10,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
+import orjson
 
 from costroute.pricing import Usage
 from costroute.providers.base import ChatRequest, ChatResponse, ProviderError
 
 logger = logging.getLogger(__name__)
 
+JSON = {"Content-Type": "application/json"}
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
@@ -55,12 +57,12 @@ class OpenAIProvider:
         return self._session
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        body = _request_body(request)
+        body = orjson.dumps(_request_body(request))
         url = f"{self.base_url}/chat/completions"
         started_s = time.perf_counter()
         try:
-            async with self._client().post(url, json=body) as response:
-                text = await response.text()
+            async with self._client().post(url, data=body, headers=JSON) as response:
+                text = await response.read()
                 status = response.status
                 retry_after = response.headers.get("retry-after")
         except TimeoutError:
@@ -89,13 +91,13 @@ def _request_body(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-def _parse(text: str, status: int, busy_ms: float) -> ChatResponse:
+def _parse(body: bytes, status: int, busy_ms: float) -> ChatResponse:
     try:
-        data = json.loads(text)
+        data = orjson.loads(body)
         output = data["choices"][0]["message"]["content"] or ""
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         raise ProviderError(
-            f"malformed response body ({type(exc).__name__}): {text[:120]!r}",
+            f"malformed response body ({type(exc).__name__}): {body[:120]!r}",
             retryable=True,
             status=status,
         ) from None
@@ -103,6 +105,7 @@ def _parse(text: str, status: int, busy_ms: float) -> ChatResponse:
         output=str(output),
         usage=parse_usage(data.get("usage") or {}),
         raw=data,
+        raw_json=body.decode("utf-8", errors="replace"),
         busy_ms=busy_ms,
         provider_cost_usd=_reported_cost(data.get("usage") or {}),
     )
@@ -132,7 +135,8 @@ def _reported_cost(usage: dict[str, Any]) -> Decimal | None:
         return None
 
 
-def _status_error(status: int, text: str, retry_after: str | None) -> ProviderError:
+def _status_error(status: int, body: bytes, retry_after: str | None) -> ProviderError:
+    text = body.decode("utf-8", errors="replace")
     return ProviderError(
         f"HTTP {status}: {_error_message(text)}",
         retryable=status in RETRYABLE_STATUS,
