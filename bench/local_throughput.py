@@ -16,7 +16,6 @@ baseline when it is not installed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
 import json
 import tempfile
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 from costroute.providers.local import default_threads, resolve_gguf
-from costroute.runner import Runner, RunOptions
+from costroute.runner import Runner, RunOptions, run_sync
 from costroute.store import Store
 from costroute.task import load_task
 
@@ -128,7 +127,7 @@ def through_costroute(
         with Store(folder / "db.sqlite") as store:
             runner = Runner(task, store, RunOptions(concurrency=jobs))
             started_s = time.perf_counter()
-            run_id = asyncio.run(runner.start())
+            run_id = run_sync(runner.start())
             elapsed_s = time.perf_counter() - started_s
             tokens = sum(call.output_tokens for call in store.calls(run_id))
     return elapsed_s, tokens

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from costroute.runner import Runner, RunOptions  # noqa: E402
+from costroute.runner import Runner, RunOptions, run_sync  # noqa: E402
 from costroute.store import Store  # noqa: E402
 from costroute.task import load_task  # noqa: E402
 
@@ -149,7 +149,7 @@ def measure(task_path: Path, db: Path, concurrency: int) -> tuple[float, float]:
     with Store(db) as store:
         runner = Runner(task, store, RunOptions(concurrency=concurrency))
         started_s, cpu_started_s = time.perf_counter(), time.process_time()
-        asyncio.run(runner.start())
+        run_sync(runner.start())
         return time.perf_counter() - started_s, time.process_time() - cpu_started_s
 
 

@@ -384,6 +384,12 @@ class Store:
 
     # Calls and scores
 
+    def record_calls(self, calls: list[CallRecord]) -> None:
+        """Store several calls in one transaction, setting each one's id."""
+        with self.transaction():
+            for call in calls:
+                self.record_call(call)
+
     def record_call(self, call: CallRecord) -> int:
         values = [_to_sql(name, getattr(call, name)) for name in _CALL_COLUMNS]
         marks = ", ".join("?" for _ in _CALL_COLUMNS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -19,6 +18,7 @@ from costroute.runner import (
     Runner,
     RunOptions,
     RunStopped,
+    run_sync,
     task_from_run,
 )
 from costroute.store import RunInfo, Store
@@ -222,8 +222,8 @@ def _measure(
     runner = Runner(task, store, options, progress, rounds)
     try:
         if resume_id is not None:
-            return asyncio.run(runner.resume(resume_id)), None
-        return asyncio.run(runner.start()), None
+            return run_sync(runner.resume(resume_id)), None
+        return run_sync(runner.start()), None
     except RunStopped as stop:
         return stop.run_id, stop.reason
     except KeyboardInterrupt:

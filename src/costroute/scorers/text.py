@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ def first_label(output: str, labels: tuple[str, ...]) -> str | None:
     return min(found)[2] if found else None
 
 
+@functools.lru_cache(maxsize=1024)
 def _label_pattern(label: str) -> re.Pattern[str]:
     # Any run of whitespace inside a label matches any other, so "not spam"
     # is found across a line break too.
