@@ -150,6 +150,10 @@ async def handle(app: App, scope: Scope, receive: Receive, send: Send) -> None:
                 # A cascade whose strong model failed still paid for the cheap one.
                 headers.append(exchange.cost_header())
             await send_error(send, error, headers)
+    except Exception:
+        # A bug, not the client's doing: uvicorn answers 500 and logs it.
+        exchange.status, exchange.error = 500, "internal_error"
+        raise
     finally:
         app.finish(exchange)
 
@@ -159,7 +163,7 @@ async def _serve(
 ) -> None:
     exchange.key = await app.authenticate(scope)
     body = parse_body(await read_body(receive))
-    exchange.requested = body["model"]
+    exchange.requested = printable(body["model"])
     plan = app.table.plan(body["model"])
     exchange.task = plan.task
     exchange.stream = bool(body.get("stream"))
@@ -472,6 +476,10 @@ def _cost_text(cost_usd: Decimal | None) -> str:
     return "unknown" if cost_usd is None else f"{cost_usd:f}"
 
 
+def printable(text: str) -> str:
+    """A client's model ref made safe for a log line or a header."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:200])
+
+
 def _header_value(text: str) -> bytes:
-    # A model ref may come from the client; keep the header printable ASCII.
-    return "".join(c if " " <= c <= "~" else "?" for c in text[:200]).encode()
+    return printable(text).encode()
