@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -133,29 +136,53 @@ def through_costroute(
     return elapsed_s, tokens
 
 
+MEASURES = {
+    "llama-cpp-python direct": lambda texts, tokens: direct_llama_cpp(
+        resolve_gguf("smollm2", ROOT), texts, tokens
+    ),
+    "xllamacpp direct": lambda texts, tokens: direct_xllamacpp(
+        resolve_gguf("smollm2", ROOT), texts, tokens
+    ),
+    "costroute -j 1": lambda texts, tokens: through_costroute(texts, tokens, 1),
+    "costroute -j 4": lambda texts, tokens: through_costroute(texts, tokens, 4),
+}
+
+
+def measure_apart(name: str, count: int, max_tokens: int) -> tuple[float, int]:
+    """Each measurement in a process of its own: two llama.cpp builds (the two
+    bindings) cannot share one process, and each starts from a cold cache."""
+    command = [sys.executable, __file__, "_one", name, str(count), str(max_tokens)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    elapsed_s, tokens = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(elapsed_s), int(tokens)
+
+
+def _signal_name(returncode: int) -> str:
+    if returncode < 0:
+        return signal.Signals(-returncode).name
+    return f"exit status {returncode}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompts", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
-    gguf = resolve_gguf("smollm2", ROOT)
-    texts = prompts(args.prompts)
 
+    names = list(MEASURES)
+    if importlib.util.find_spec("llama_cpp") is None:
+        names.remove("llama-cpp-python direct")
     results: dict[str, tuple[float, int]] = {}
-    if importlib.util.find_spec("llama_cpp") is not None:
-        results["llama-cpp-python direct"] = direct_llama_cpp(
-            gguf, texts, args.max_tokens
-        )
-    results["xllamacpp direct"] = direct_xllamacpp(gguf, texts, args.max_tokens)
-    results["costroute -j 1"] = through_costroute(texts, args.max_tokens, 1)
-    results["costroute -j 4"] = through_costroute(texts, args.max_tokens, 4)
+    for name in names:
+        try:
+            results[name] = measure_apart(name, args.prompts, args.max_tokens)
+        except subprocess.CalledProcessError as exc:
+            print(f"{name}: failed ({_signal_name(exc.returncode)}); left out")
 
-    baseline = "llama-cpp-python direct"
-    if baseline not in results:
-        baseline = "xllamacpp direct"
+    baseline = next(iter(results))
     base_tps = results[baseline][1] / results[baseline][0]
     print(
-        f"{len(texts)} prompts, max_tokens {args.max_tokens}, "
+        f"{args.prompts} prompts, max_tokens {args.max_tokens}, "
         f"{default_threads()} llama.cpp threads; baseline: {baseline}"
     )
     for name, (elapsed_s, tokens) in results.items():
@@ -167,4 +194,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 5 and sys.argv[1] == "_one":
+        texts = prompts(int(sys.argv[3]))
+        print(json.dumps(MEASURES[sys.argv[2]](texts, int(sys.argv[4]))))
+    else:
+        main()
