@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from typing import Any
 
-import aiohttp
+import orjson
 
 from costroute.pricing import Usage
-from costroute.providers.base import ChatRequest, ChatResponse, ProviderError
-from costroute.providers.openai import RETRYABLE_STATUS, retry_after_s
+from costroute.providers.base import ChatRequest, ChatResponse
+from costroute.providers.http import HttpProvider, malformed
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +19,8 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 1024
 
 
-class AnthropicProvider:
-    """POST /v1/messages with one pooled session per provider."""
+class AnthropicProvider(HttpProvider):
+    """POST /v1/messages with the key and API version headers."""
 
     def __init__(
         self,
@@ -34,52 +32,20 @@ class AnthropicProvider:
         max_connections: int = 64,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self.self_hosted = False
-        self.headers = {"anthropic-version": API_VERSION, **(headers or {})}
+        request_headers = {"anthropic-version": API_VERSION, **(headers or {})}
         if api_key:
-            self.headers["x-api-key"] = api_key
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10.0)
-        self.max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.max_connections)
-            self._session = aiohttp.ClientSession(
-                headers=self.headers, timeout=self.timeout, connector=connector
-            )
-        return self._session
+            request_headers["x-api-key"] = api_key
+        super().__init__(
+            name,
+            base_url,
+            request_headers,
+            timeout_s=timeout_s,
+            max_connections=max_connections,
+        )
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        url = f"{self.base_url}/v1/messages"
-        started_s = time.perf_counter()
-        try:
-            async with self._client().post(url, json=request_body(request)) as reply:
-                text = await reply.text()
-                status = reply.status
-                retry_after = reply.headers.get("retry-after")
-        except TimeoutError:
-            raise ProviderError("timed out", retryable=True) from None
-        except aiohttp.ClientError as exc:
-            message = f"connection failed: {type(exc).__name__}: {exc}"
-            raise ProviderError(message, retryable=True) from None
-        busy_ms = (time.perf_counter() - started_s) * 1000
-
-        if status != 200:
-            raise ProviderError(
-                f"HTTP {status}: {text[:200]}",
-                retryable=status in RETRYABLE_STATUS,
-                status=status,
-                retry_after_s=retry_after_s(retry_after),
-            )
-        return _parse(text, status, busy_ms)
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        reply = await self.post("/v1/messages", orjson.dumps(request_body(request)))
+        return _parse(reply.body, reply.busy_ms)
 
 
 def request_body(request: ChatRequest) -> dict[str, Any]:
@@ -111,17 +77,13 @@ def parse_usage(usage: dict[str, Any]) -> Usage:
     )
 
 
-def _parse(text: str, status: int, busy_ms: float) -> ChatResponse:
+def _parse(body: bytes, busy_ms: float) -> ChatResponse:
     try:
-        data = json.loads(text)
+        data = orjson.loads(body)
         blocks = data["content"]
         output = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ProviderError(
-            f"malformed response body ({type(exc).__name__}): {text[:120]!r}",
-            retryable=True,
-            status=status,
-        ) from None
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise malformed(body, exc) from None
     return ChatResponse(
         output=output,
         usage=parse_usage(data.get("usage") or {}),

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import email.utils
-import json
 import logging
-import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import aiohttp
 import orjson
 
 from costroute.pricing import Usage
-from costroute.providers.base import ChatRequest, ChatResponse, ProviderError
+from costroute.providers.base import ChatRequest, ChatResponse
+from costroute.providers.http import HttpProvider, malformed
 
 logger = logging.getLogger(__name__)
 
-JSON = {"Content-Type": "application/json"}
-RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
-
-class OpenAIProvider:
-    """Chat completions over HTTP with one pooled connection set per provider."""
+class OpenAIProvider(HttpProvider):
+    """POST /chat/completions with a bearer key, when there is one."""
 
     def __init__(
         self,
@@ -35,53 +29,26 @@ class OpenAIProvider:
         max_connections: int = 64,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self.self_hosted = self_hosted
-        self.headers = dict(headers or {})
+        request_headers = dict(headers or {})
         if api_key:
-            self.headers["Authorization"] = f"Bearer {api_key}"
-        self.timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=min(timeout_s, 10.0)
+            request_headers["Authorization"] = f"Bearer {api_key}"
+        super().__init__(
+            name,
+            base_url,
+            request_headers,
+            self_hosted=self_hosted,
+            timeout_s=timeout_s,
+            max_connections=max_connections,
         )
-        self.max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        # The session belongs to the running event loop, so it is made lazily.
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.max_connections)
-            self._session = aiohttp.ClientSession(
-                headers=self.headers, timeout=self.timeout, connector=connector
-            )
-        return self._session
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        body = orjson.dumps(_request_body(request))
-        url = f"{self.base_url}/chat/completions"
-        started_s = time.perf_counter()
-        try:
-            async with self._client().post(url, data=body, headers=JSON) as response:
-                text = await response.read()
-                status = response.status
-                retry_after = response.headers.get("retry-after")
-        except TimeoutError:
-            raise ProviderError("timed out", retryable=True) from None
-        except aiohttp.ClientError as exc:
-            message = f"connection failed: {type(exc).__name__}: {exc}"
-            raise ProviderError(message, retryable=True) from None
-        busy_ms = (time.perf_counter() - started_s) * 1000
-        if status != 200:
-            raise _status_error(status, text, retry_after)
-        return _parse(text, status, busy_ms)
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        reply = await self.post(
+            "/chat/completions", orjson.dumps(request_body(request))
+        )
+        return _parse(reply.body, reply.busy_ms)
 
 
-def _request_body(request: ChatRequest) -> dict[str, Any]:
+def request_body(request: ChatRequest) -> dict[str, Any]:
     body: dict[str, Any] = {"model": request.model, "messages": request.messages}
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
@@ -91,23 +58,20 @@ def _request_body(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-def _parse(body: bytes, status: int, busy_ms: float) -> ChatResponse:
+def _parse(body: bytes, busy_ms: float) -> ChatResponse:
     try:
         data = orjson.loads(body)
         output = data["choices"][0]["message"]["content"] or ""
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-        raise ProviderError(
-            f"malformed response body ({type(exc).__name__}): {body[:120]!r}",
-            retryable=True,
-            status=status,
-        ) from None
+        raise malformed(body, exc) from None
+    usage = data.get("usage") or {}
     return ChatResponse(
         output=str(output),
-        usage=parse_usage(data.get("usage") or {}),
+        usage=parse_usage(usage),
         raw=data,
         raw_json=body.decode("utf-8", errors="replace"),
         busy_ms=busy_ms,
-        provider_cost_usd=_reported_cost(data.get("usage") or {}),
+        provider_cost_usd=_reported_cost(usage),
     )
 
 
@@ -133,38 +97,3 @@ def _reported_cost(usage: dict[str, Any]) -> Decimal | None:
         return Decimal(str(cost))
     except InvalidOperation:
         return None
-
-
-def _status_error(status: int, body: bytes, retry_after: str | None) -> ProviderError:
-    text = body.decode("utf-8", errors="replace")
-    return ProviderError(
-        f"HTTP {status}: {_error_message(text)}",
-        retryable=status in RETRYABLE_STATUS,
-        status=status,
-        retry_after_s=retry_after_s(retry_after),
-    )
-
-
-def _error_message(text: str) -> str:
-    try:
-        error = json.loads(text).get("error")
-    except (json.JSONDecodeError, AttributeError):
-        return text[:200]
-    if isinstance(error, dict):
-        return str(error.get("message", error))[:200]
-    return str(error)[:200]
-
-
-def retry_after_s(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: a number or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)

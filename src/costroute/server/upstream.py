@@ -19,7 +19,8 @@ import aiohttp
 import orjson
 
 from costroute.pricing import Usage
-from costroute.providers.openai import RETRYABLE_STATUS, parse_usage, retry_after_s
+from costroute.providers.http import RETRYABLE_STATUS, retry_after_s
+from costroute.providers.openai import parse_usage
 from costroute.server.routing import Target
 
 logger = logging.getLogger(__name__)
