@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from costroute.decide import DEFAULT_CONFIDENCE
+from costroute.errors import UsageError
 from costroute.render import FORMATS, render
-from costroute.store import Store, default_db_path
+from costroute.stats import METRICS
+from costroute.store import RunInfo, Store, default_db_path
 from costroute.summary import RunSummary
+from costroute.task import DialsConfig, FloorConfig, Task
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,3 +64,153 @@ def emit(summary: RunSummary, fmt: str, output_path: Path | None) -> None:
         return
     color = fmt == "table" and sys.stdout.isatty()
     click.echo(render(summary, fmt, color=color), nl=False)
+
+
+def parse_usd(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> Decimal | None:
+    """A click callback: an amount in USD, exact, 0 or more."""
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise click.BadParameter(f"{value!r} is not an amount in USD") from None
+    if not amount.is_finite() or amount < 0:
+        raise click.BadParameter("must be an amount of 0 or more, e.g. 0.05")
+    return amount
+
+
+def parse_floor(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[str | None, float] | None:
+    """A click callback: `METRIC=X` or a bare `X` for the task's own metric."""
+    if value is None:
+        return None
+    metric, _, number = value.rpartition("=")
+    if metric and metric not in METRICS:
+        raise click.BadParameter(
+            f"unknown metric {metric!r}; use one of {', '.join(METRICS)}, "
+            "e.g. accuracy=0.9"
+        )
+    try:
+        minimum = float(number)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not METRIC=X, e.g. f1=0.8") from None
+    if not 0 <= minimum <= 1:
+        raise click.BadParameter(f"the floor must be within 0 to 1, got {minimum}")
+    return (metric or None, minimum)
+
+
+@dataclass(frozen=True)
+class DialFlags:
+    """The floor and dial flags given on the command line, over the task's own."""
+
+    floor_spec: tuple[str | None, float] | None
+    changes: dict[str, Any]
+    confidence: float
+
+    def dials(self, task: Task) -> DialsConfig:
+        given = {
+            name: value for name, value in self.changes.items() if value is not None
+        }
+        return DialsConfig.model_validate({**task.dials.model_dump(), **given})
+
+    def floor(self, task: Task) -> FloorConfig:
+        if self.floor_spec is None:
+            return task.floor
+        metric, minimum = self.floor_spec
+        return FloorConfig.model_validate(
+            {"metric": metric or task.floor.metric, "min": minimum}
+        )
+
+
+_DIAL_OPTIONS = [
+    click.option(
+        "--floor",
+        "floor_spec",
+        metavar="METRIC=X",
+        callback=parse_floor,
+        help="Quality floor, e.g. accuracy=0.9 [default: the task's [floor]].",
+    ),
+    click.option(
+        "--volume", type=click.IntRange(min=0), help="Times the task runs per month."
+    ),
+    click.option(
+        "--error-cost",
+        "error_cost_usd",
+        metavar="USD",
+        callback=parse_usd,
+        help="What one wrong output costs if it gets through.",
+    ),
+    click.option(
+        "--recoverable/--unrecoverable",
+        default=None,
+        help="Whether a wrong output is caught cheaply downstream.",
+    ),
+    click.option(
+        "--catch-cost",
+        "catch_cost_usd",
+        metavar="USD",
+        callback=parse_usd,
+        help="What catching one wrong output costs, when recoverable.",
+    ),
+    click.option(
+        "--on-prem-only",
+        is_flag=True,
+        default=None,
+        help="Only models on our own hardware may serve the task.",
+    ),
+    click.option(
+        "--confidence",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=DEFAULT_CONFIDENCE,
+        show_default=True,
+        help="Confidence of the quality intervals and of settling the winner.",
+    ),
+]
+
+
+def dial_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the floor and dial flags; the command receives them as `flags`."""
+
+    @functools.wraps(function)
+    def with_flags(
+        *args: Any,
+        floor_spec: tuple[str | None, float] | None,
+        volume: int | None,
+        error_cost_usd: Decimal | None,
+        recoverable: bool | None,
+        catch_cost_usd: Decimal | None,
+        on_prem_only: bool | None,
+        confidence: float,
+        **kwargs: Any,
+    ) -> Any:
+        changes = {
+            "volume_per_month": volume,
+            "error_cost_usd": error_cost_usd,
+            "recoverable": recoverable,
+            "catch_cost_usd": catch_cost_usd,
+            "on_prem_only": on_prem_only,
+        }
+        flags = DialFlags(floor_spec, changes, confidence)
+        return function(*args, flags=flags, **kwargs)
+
+    for option in reversed(_DIAL_OPTIONS):
+        with_flags = option(with_flags)
+    return with_flags
+
+
+def find_run(store: Store, run_id: str, db: Path) -> RunInfo:
+    """The run, or an error that says what else the argument could have been."""
+    try:
+        return store.run(run_id)
+    except UsageError:
+        raise UsageError(not_found(run_id, db)) from None
+
+
+def not_found(target: str, db: Path) -> str:
+    return (
+        f"{target!r} is neither a task file nor a run in {db}; pass a task file, "
+        "or a run id from `costroute runs`"
+    )

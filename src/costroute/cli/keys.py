@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 import click
 
-from costroute.cli.common import db_option, open_store
+from costroute.cli.common import db_option, open_store, parse_usd
 from costroute.errors import UsageError
 from costroute.server.keys import new_key, this_month
-
-
-def _usd(
-    _ctx: click.Context, _param: click.Parameter, value: str | None
-) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise click.BadParameter(f"{value!r} is not an amount in USD") from None
-    if not amount.is_finite() or amount < 0:
-        raise click.BadParameter("must be a non-negative amount")
-    return amount
 
 
 @click.group("keys")
@@ -36,7 +22,7 @@ def keys_group() -> None:
 @click.option(
     "--budget-usd",
     "budget_usd",
-    callback=_usd,
+    callback=parse_usd,
     help="Monthly budget (UTC calendar month); requests past it get 429.",
 )
 @db_option

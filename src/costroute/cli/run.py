@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 import click
 
 from costroute.adaptive import AdaptivePlan, AdaptiveRounds
-from costroute.cli.common import db_option, emit, format_option, open_store
+from costroute.cli.common import db_option, emit, format_option, open_store, parse_usd
 from costroute.cli.progress import BarProgress
 from costroute.errors import CostrouteError, UsageError
 from costroute.runner import (
@@ -24,20 +24,6 @@ from costroute.runner import (
 from costroute.store import RunInfo, Store
 from costroute.summary import summarize
 from costroute.task import Task, load_task
-
-
-def _usd(
-    _ctx: click.Context, _param: click.Parameter, value: str | None
-) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise click.BadParameter(f"{value!r} is not an amount in USD") from None
-    if amount < 0:
-        raise click.BadParameter("must not be negative")
-    return amount
 
 
 @click.command("run")
@@ -60,7 +46,7 @@ def _usd(
 @click.option(
     "--max-cost",
     "max_cost_usd",
-    callback=_usd,
+    callback=parse_usd,
     help="Start no call that could take spend past this many USD.",
 )
 @click.option(
