@@ -144,11 +144,16 @@ def _table(summary: RunSummary, color: bool) -> str:
         table.add_column(header, justify="left" if header == "model" else "right")
     for row in _rows(summary):
         table.add_row(*row)
+    # As wide as the table needs, so a pipe or a file gets it unwrapped.
+    width = Console(width=1000).measure(table).maximum
     buffer = io.StringIO()
-    console = Console(file=buffer, width=200, force_terminal=color, no_color=not color)
+    console = Console(
+        file=buffer, width=width, force_terminal=color, no_color=not color
+    )
     console.print(table)
     console.print(_notes(summary))
-    return buffer.getvalue().rstrip() + "\n"
+    lines = buffer.getvalue().rstrip().splitlines()
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def _notes(summary: RunSummary) -> str:
@@ -233,7 +238,9 @@ def format_usd(value: Decimal | float) -> str:
         return f"${amount:,.2f}"
     if abs(amount) >= 0.01:
         return f"${amount:.4f}"
-    return f"${amount:.3g}"
+    # Three significant digits in plain notation: $0.00000700, not $7e-06.
+    places = 2 - math.floor(math.log10(abs(amount)))
+    return f"${amount:.{places}f}"
 
 
 def _ci_text(ci: tuple[float, float] | None) -> str:
