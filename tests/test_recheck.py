@@ -217,7 +217,7 @@ def test_live_feedback_outside_the_measured_interval_is_drift(
     assert drift["cost_per_result_usd"] == "0.002"
     quality, cost = drift["findings"]
     assert quality.startswith("live accuracy 0.500 from 40 feedback is outside")
-    assert cost.startswith("live cost per result $0.002 from 40 feedback")
+    assert cost.startswith("live cost per result $0.00200 from 40 feedback")
 
 
 def test_live_feedback_inside_the_interval_or_too_little_is_no_drift(
