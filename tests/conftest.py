@@ -11,7 +11,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from costroute.cli import cli
+from costroute.store import DbLocation
 from tests.fakeserver import FakeServer
+from tests.postgres import fresh_database, server_url
 
 ITEMS = [
     {
@@ -27,6 +29,23 @@ ITEMS = [
 def fake() -> Iterator[FakeServer]:
     with FakeServer(models=("cheap", "strong")) as server:
         yield server
+
+
+@pytest.fixture
+def pg() -> Iterator[str]:
+    """A fresh PostgreSQL database (see `tests.postgres`)."""
+    with fresh_database(server_url()) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DbLocation]:
+    """A new store on each database: a SQLite file, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        yield tmp_path / "store.db"
+        return
+    with fresh_database(server_url()) as url:
+        yield url
 
 
 def write_task(

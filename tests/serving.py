@@ -32,7 +32,7 @@ from costroute.routes import (
     TaskRoute,
     save_route,
 )
-from costroute.store import LedgerEntry, Store
+from costroute.store import DbLocation, LedgerEntry, Store
 from costroute.task import ProviderConfig
 from tests.conftest import invoke
 from tests.fakeserver import FakeServer
@@ -131,7 +131,7 @@ class Router:
     process: subprocess.Popen[str]
     url: str
     log: Path
-    db: Path
+    db: DbLocation
 
     def client(self, key: str | None) -> openai.OpenAI:
         return openai.OpenAI(
@@ -147,7 +147,7 @@ class Router:
         return code
 
 
-def start_router(routes: Path, db: Path, log: Path, *args: str) -> Router:
+def start_router(routes: Path, db: DbLocation, log: Path, *args: str) -> Router:
     command = [
         sys.executable,
         "-m",
@@ -192,13 +192,13 @@ def wait_healthy(url: str) -> None:
         time.sleep(0.05)
 
 
-def make_key(db: Path, name: str, *budget: str) -> str:
+def make_key(db: DbLocation, name: str, *budget: str) -> str:
     result = invoke("keys", "create", "--name", name, "--db", str(db), *budget)
     assert result.exit_code == 0, result.output
     return result.stdout.strip()
 
 
-def ledger(db: Path) -> dict[str, LedgerEntry]:
+def ledger(db: DbLocation) -> dict[str, LedgerEntry]:
     with Store(db) as store:
         return {entry.request_id: entry for entry in store.ledger()}
 

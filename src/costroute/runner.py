@@ -2,7 +2,9 @@
 
 It runs every candidate on every item concurrently, retries what can be retried,
 stores each paid response before scoring it, serves repeats from the store's
-cache, and stops starting calls before the budget could be passed.
+cache, and stops starting calls before the budget could be passed. An executor
+(`costroute.executors`) makes each call with its retries: in this process, or
+on a Ray cluster.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import random
-import time
 from collections.abc import Collection, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,9 +25,10 @@ import orjson
 from costroute import pricing
 from costroute.dataset import Item, load_items
 from costroute.errors import UsageError
+from costroute.executors import Executor, LocalExecutor, RetryPolicy
 from costroute.pricing import Price
 from costroute.prompt import check_fields, render
-from costroute.providers import ProviderError, ResolvedCandidate, resolve_candidate
+from costroute.providers import ResolvedCandidate, resolve_candidate
 from costroute.providers.base import ChatRequest, ChatResponse
 from costroute.scorers import JudgeScorer, Score, Scorer, make_scorer
 from costroute.store import CallRecord, Store, iter_chunks
@@ -182,6 +183,7 @@ class Runner:
         options: RunOptions,
         progress: Progress | None = None,
         rounds: Rounds | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.task = task
         self.store = store
@@ -196,6 +198,7 @@ class Runner:
         self.writer = CallWriter(store)
         self.rounds = rounds
         self.candidates: list[ResolvedCandidate] = []
+        self.executor: Executor = executor or LocalExecutor(retry_policy(options))
 
     async def start(self) -> str:
         """Run a new batch; returns its run id."""
@@ -399,9 +402,9 @@ class Runner:
         purpose: str = "candidate",
         judged_call_id: int | None = None,
     ) -> CallRecord:
-        started_s = time.time()
-        response, error, attempts = await self._with_retries(candidate, request)
-        ended_s = time.time()
+        done = await self.executor.complete(candidate, request)
+        response = done.response
+        started_s, ended_s = done.started_s, done.ended_s
         record = CallRecord(
             run_id=self.run_id,
             item_id=item.id,
@@ -410,7 +413,7 @@ class Runner:
             request_hash=request_hash,
             status="ok" if response is not None else "error",
             cost_kind=candidate.price.cost_kind,
-            attempts=attempts,
+            attempts=done.attempts,
             latency_ms=(ended_s - started_s) * 1000,
             started_s=started_s,
             ended_s=ended_s,
@@ -420,32 +423,10 @@ class Runner:
         if response is not None:
             _fill_response(record, response, candidate.price)
         else:
-            record.error = str(error)
+            record.error = done.error
             record.cost_usd = record.spent_usd = _failed_cost_usd(candidate.price)
         await self.writer.write(record)
         return record
-
-    async def _with_retries(
-        self, candidate: ResolvedCandidate, request: ChatRequest
-    ) -> tuple[ChatResponse | None, ProviderError | None, int]:
-        error: ProviderError | None = None
-        for attempt in range(1, self.options.max_attempts + 1):
-            try:
-                return await candidate.provider.complete(request), None, attempt
-            except ProviderError as exc:
-                error = exc
-            if not error.retryable or attempt == self.options.max_attempts:
-                return None, error, attempt
-            delay_s = self._backoff_s(attempt, error.retry_after_s)
-            logger.info("%s: %s; retry in %.2fs", candidate.model, error, delay_s)
-            await asyncio.sleep(delay_s)
-        return None, error, self.options.max_attempts
-
-    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
-        if retry_after_s is not None:
-            return retry_after_s + random.uniform(0, 0.1)
-        ceiling_s = self.options.backoff_base_s * 2 ** (attempt - 1)
-        return random.uniform(0, min(self.options.backoff_cap_s, ceiling_s))
 
     async def _score(self, record: CallRecord, item: Item) -> None:
         output = record.output if record.status == "ok" else ""
@@ -521,6 +502,12 @@ class Runner:
             f"(spent ${self.budget.spent_usd:.6f}); continue with "
             f"`costroute run TASK --resume {self.run_id} --max-cost HIGHER`"
         )
+
+
+def retry_policy(options: RunOptions) -> RetryPolicy:
+    return RetryPolicy(
+        options.max_attempts, options.backoff_base_s, options.backoff_cap_s
+    )
 
 
 def share_busy_time(calls: list[CallRecord], price: Price) -> dict[int, Decimal]:

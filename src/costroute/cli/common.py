@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,20 +16,49 @@ from costroute.decide import DEFAULT_CONFIDENCE
 from costroute.errors import UsageError
 from costroute.render import FORMATS, render
 from costroute.stats import METRICS
-from costroute.store import RunInfo, Store, default_db_path
+from costroute.store import (
+    DbLocation,
+    RunInfo,
+    Store,
+    default_db_path,
+    describe,
+    parse_location,
+)
 from costroute.summary import RunSummary
 from costroute.task import DialsConfig, FloorConfig, Task
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[DbLocation]
+else:
+    # Generic only in newer click; the project supports click 8.1.
+    _ParamType = click.ParamType
+
+
+class _DbLocation(_ParamType):
+    """A SQLite file's path, or a postgresql:// URL."""
+
+    name = "PATH|URL"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> DbLocation:
+        location = parse_location(value)
+        if isinstance(location, Path) and location.is_dir():
+            self.fail(f"{value} is a directory, not a store file", param, ctx)
+        return location
+
+
 def db_option(function: F) -> F:
     return click.option(
         "--db",
         "db_path",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=_DbLocation(),
         default=None,
-        help="SQLite store [default: $COSTROUTE_DB or .costroute/costroute.db].",
+        help="The store: a SQLite file, or a postgresql:// URL "
+        "[default: $COSTROUTE_DB or .costroute/costroute.db].",
     )(function)
 
 
@@ -52,7 +81,7 @@ def format_option(function: F) -> F:
     )(function)
 
 
-def open_store(db_path: Path | None) -> Store:
+def open_store(db_path: DbLocation | None) -> Store:
     return Store(db_path or default_db_path())
 
 
@@ -201,7 +230,7 @@ def dial_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return with_flags
 
 
-def find_run(store: Store, run_id: str, db: Path) -> RunInfo:
+def find_run(store: Store, run_id: str, db: DbLocation) -> RunInfo:
     """The run, or an error that says what else the argument could have been."""
     try:
         return store.run(run_id)
@@ -209,8 +238,8 @@ def find_run(store: Store, run_id: str, db: Path) -> RunInfo:
         raise UsageError(not_found(run_id, db)) from None
 
 
-def not_found(target: str, db: Path) -> str:
+def not_found(target: str, db: DbLocation) -> str:
     return (
-        f"{target!r} is neither a task file nor a run in {db}; pass a task file, "
-        "or a run id from `costroute runs`"
+        f"{target!r} is neither a task file nor a run in {describe(db)}; pass a "
+        "task file, or a run id from `costroute runs`"
     )

@@ -22,7 +22,13 @@ from costroute.errors import CostrouteError, UsageError
 from costroute.pricing import Price
 from costroute.routes import save_route
 from costroute.runner import task_from_run
-from costroute.store import RunInfo, Store, default_db_path
+from costroute.store import (
+    DbLocation,
+    RunInfo,
+    Store,
+    default_db_path,
+    store_exists,
+)
 from costroute.task import Task, load_task
 
 
@@ -57,7 +63,7 @@ class _Outcome:
 def decide_command(
     target: str,
     flags: DialFlags,
-    db_path: Path | None,
+    db_path: DbLocation | None,
     fmt: str,
     routes_path: Path | None,
 ) -> None:
@@ -83,12 +89,12 @@ def decide_command(
         click.echo(f"Wrote the {decision.task!r} route to {routes_path}", err=True)
 
 
-def _decide(target: str, db_path: Path | None, flags: DialFlags) -> _Outcome:
+def _decide(target: str, db_path: DbLocation | None, flags: DialFlags) -> _Outcome:
     db = db_path or default_db_path()
     task_file = Path(target)
     if task_file.is_file():
         task = load_task(task_file)
-        if not db.exists():
+        if not store_exists(db):
             return _unmeasured(task, flags)
         with Store(db) as store:
             run = _latest_run(store, task.name)
@@ -96,7 +102,7 @@ def _decide(target: str, db_path: Path | None, flags: DialFlags) -> _Outcome:
                 return _unmeasured(task, flags)
             return _measured(store, run, task, flags)
 
-    if not db.exists():
+    if not store_exists(db):
         raise UsageError(not_found(target, db))
     with Store(db) as store:
         run = find_run(store, target, db)

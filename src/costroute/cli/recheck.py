@@ -31,7 +31,7 @@ from costroute.recheck import (
     route_text,
 )
 from costroute.render import format_usd
-from costroute.store import Store, default_db_path
+from costroute.store import DbLocation, Store, default_db_path, describe, store_exists
 
 FORMATS = ("table", "json", "markdown")
 PRICES_URL_ENV = "COSTROUTE_PRICES_URL"
@@ -112,7 +112,7 @@ CANDIDATE_HEADERS = ["candidate", "cost/result then", "cost/result now", "price"
 def recheck_command(
     ctx: click.Context,
     routes_path: Path,
-    db_path: Path | None,
+    db_path: DbLocation | None,
     max_age_days: float,
     update_prices: bool,
     candidates: tuple[str, ...],
@@ -124,9 +124,10 @@ def recheck_command(
     """Check each route in ROUTES (default routes.toml) against today's prices,
     its age and live feedback; exit 3 when any is stale or flips."""
     db = db_path or default_db_path()
-    if not db.exists():
+    if not store_exists(db):
         raise UsageError(
-            f"no store at {db}; pass --db with the store the routes were decided from"
+            f"no store at {describe(db)}; pass --db with the store the routes were "
+            "decided from"
         )
     if update_prices:
         update_catalog()

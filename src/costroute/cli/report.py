@@ -11,7 +11,7 @@ from costroute.cli.common import DialFlags, db_option, dial_options, find_run
 from costroute.errors import UsageError
 from costroute.report import FORMATS, gather, render_html, render_markdown
 from costroute.runner import task_from_run
-from costroute.store import Store, default_db_path
+from costroute.store import DbLocation, Store, default_db_path, describe, store_exists
 
 
 @click.command("report")
@@ -39,14 +39,14 @@ def report_command(
     run_id: str,
     output_path: Path | None,
     fmt: str,
-    db_path: Path | None,
+    db_path: DbLocation | None,
     flags: DialFlags,
 ) -> None:
     """Report RUN_ID: the decision, quality against cost per result, the cascade
     sweep, the items where candidates disagree and where the costs came from."""
     db = db_path or default_db_path()
-    if not db.exists():
-        raise UsageError(f"no store at {db}; pass --db, or run a task first")
+    if not store_exists(db):
+        raise UsageError(f"no store at {describe(db)}; pass --db, or run a task first")
     with Store(db) as store:
         run = find_run(store, run_id, db)
         task = task_from_run(run.task_json, run.task_path)

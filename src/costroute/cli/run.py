@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,12 +14,14 @@ from costroute.adaptive import AdaptivePlan, AdaptiveRounds
 from costroute.cli.common import db_option, emit, format_option, open_store, parse_usd
 from costroute.cli.progress import BarProgress
 from costroute.errors import CostrouteError, UsageError
+from costroute.executors import Executor, ExecutorFailed
 from costroute.runner import (
     Progress,
     Rounds,
     Runner,
     RunOptions,
     RunStopped,
+    retry_policy,
     run_sync,
     task_from_run,
 )
@@ -88,6 +92,25 @@ from costroute.task import Task, load_task
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="With --adaptive: confidence the route must be settled at [0.95].",
 )
+@click.option(
+    "--executor",
+    "executor_kind",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Make the calls in this process, or on a Ray cluster.",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    help="With --executor ray: join this cluster [default: start a local one].",
+)
+@click.option(
+    "--ray-workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --executor ray: actors per pool for API calls [one per CPU].",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @db_option
 @format_option
@@ -104,6 +127,9 @@ def run_command(
     adaptive: bool,
     rounds_of: int | None,
     confidence: float | None,
+    executor_kind: str,
+    ray_address: str | None,
+    ray_workers: int | None,
     quiet: bool,
     db_path: Path | None,
     fmt: str,
@@ -126,12 +152,37 @@ def run_command(
             plan = _resumed_plan(store.run(resume_id), plan)
         progress = None if quiet or not sys.stderr.isatty() else BarProgress()
         rounds = AdaptiveRounds(plan) if plan is not None else None
-        run_id, stopped = _measure(task, store, options, progress, resume_id, rounds)
+        with _executor(executor_kind, ray_address, ray_workers, task, options) as ex:
+            run_id, stopped = _measure(
+                task, store, options, progress, resume_id, rounds, ex
+            )
         run = store.run(run_id)
         emit(summarize(store, run, task), fmt, output_path)
         _report_rounds(run)
     if stopped is not None:
         raise CostrouteError(stopped)
+
+
+@contextmanager
+def _executor(
+    kind: str,
+    ray_address: str | None,
+    ray_workers: int | None,
+    task: Task,
+    options: RunOptions,
+) -> Iterator[Executor | None]:
+    """Where the calls are made: None for this process, the runner's default."""
+    if kind == "local":
+        if ray_address is not None or ray_workers is not None:
+            raise UsageError("--ray-address and --ray-workers need --executor ray")
+        yield None
+        return
+    from costroute.ray_executor import RayOptions, ray_executor
+
+    ray_options = RayOptions(address=ray_address, workers=ray_workers)
+    policy = retry_policy(options)
+    with ray_executor(task, options.concurrency, policy, ray_options) as executor:
+        yield executor
 
 
 def _task(
@@ -204,8 +255,9 @@ def _measure(
     progress: Progress | None,
     resume_id: str | None,
     rounds: Rounds | None = None,
+    executor: Executor | None = None,
 ) -> tuple[str, str | None]:
-    runner = Runner(task, store, options, progress, rounds)
+    runner = Runner(task, store, options, progress, rounds, executor)
     try:
         if resume_id is not None:
             return run_sync(runner.resume(resume_id)), None
@@ -219,6 +271,13 @@ def _measure(
                 f"--resume {runner.run_id}",
                 err=True,
             )
+        raise
+    except ExecutorFailed as failed:
+        if runner.run_id:
+            raise ExecutorFailed(
+                f"{failed}; continue with: costroute run {task.path} "
+                f"--resume {runner.run_id}"
+            ) from None
         raise
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import logging
+from decimal import Decimal
 from pathlib import Path
 
 import click
 
-from costroute.cli.common import db_option
+from costroute.cli.common import db_option, parse_usd
 from costroute.errors import CostrouteError, UsageError
-from costroute.store import default_db_path
+from costroute.store import DbLocation, default_db_path
 
 INSTALL = "pip install 'costroute[serve]'"
 
@@ -60,17 +61,25 @@ INSTALL = "pip install 'costroute[serve]'"
     show_default=True,
     help="Seconds between checks of the routes file for changes; 0 turns it off.",
 )
+@click.option(
+    "--reserve-usd",
+    "reserve_usd",
+    callback=parse_usd,
+    help="What a budgeted request holds of its key's budget when its cost has no "
+    "bound (no max_tokens, or a model without a token price)  [default: 0]",
+)
 @click.pass_context
 def serve_command(
     ctx: click.Context,
     routes_path: Path,
     host: str,
     port: int,
-    db_path: Path | None,
+    db_path: DbLocation | None,
     workers: int,
     no_auth: bool,
     retries: int,
     poll_s: float,
+    reserve_usd: Decimal | None,
 ) -> None:
     """Route live traffic: POST /v1/chat/completions with model route/<task>."""
     if no_auth and not is_loopback(host):
@@ -91,6 +100,7 @@ def serve_command(
         retries=retries,
         poll_s=poll_s,
         log_level=logging.getLogger().getEffectiveLevel(),
+        reserve_usd=reserve_usd or Decimal(0),
     )
     ctx.exit(serve(options))
 

@@ -2,8 +2,9 @@
 
 Endpoints: `POST /v1/chat/completions` (see `chat`), `POST /v1/feedback`,
 `GET /v1/routes`, `GET /v1/models`, `GET /metrics`, `GET /healthz`. Every
-request ends in `finish`: its ledger row is queued, its key charged, its
-metrics counted and one INFO line logged, never with a body or a key.
+request ends in `finish`: its ledger row is queued (settling its budget hold
+when written), its metrics counted and one INFO line logged, never with a body
+or a key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, TypeGuard
 
 from costroute.routes import TaskRoute
 from costroute.server import chat
+from costroute.server.budget import Budgets
 from costroute.server.errors import ApiError, bad_request, not_found
 from costroute.server.http import (
     Receive,
@@ -37,7 +39,13 @@ from costroute.server.ledger import Database, LedgerWriter
 from costroute.server.metrics import Metrics
 from costroute.server.routing import RoutesWatcher, RouteTable
 from costroute.server.upstream import Upstream
-from costroute.store import ApiKeyRecord, LedgerEntry, TaskTotals, now_iso
+from costroute.store import (
+    ApiKeyRecord,
+    DbLocation,
+    LedgerEntry,
+    TaskTotals,
+    now_iso,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +57,12 @@ METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 @dataclass(frozen=True)
 class AppOptions:
     routes_path: Path
-    db_path: Path
+    db_path: DbLocation
     auth: bool = True
     retries: int = 2
     poll_s: float = 1.0
     keys_refresh_s: float = 2.0
+    reserve_usd: Decimal = Decimal(0)
 
 
 class App:
@@ -70,7 +79,8 @@ class App:
         self.on_ready = on_ready
         self.db = Database(options.db_path)
         self.keys = KeyRing(self.db)
-        self.ledger = LedgerWriter(self.db, self.keys.written)
+        self.budgets = Budgets(self.db, options.reserve_usd)
+        self.ledger = LedgerWriter(self.db, self.budgets.written)
         self.upstream = Upstream(retries=options.retries)
         self.metrics = Metrics()
         self.watcher = RoutesWatcher(options.routes_path, self._swap, options.poll_s)
@@ -122,6 +132,7 @@ class App:
 
     async def startup(self) -> None:
         await self.keys.refresh()
+        await self.budgets.heartbeat()
         self.ledger.start()
         await self.upstream.start()
         self.watcher.start()
@@ -137,6 +148,10 @@ class App:
                 await self._refresher
         self.watcher.stop()
         await self.ledger.close()
+        try:
+            await self.budgets.close()
+        except Exception as exc:
+            logger.warning("could not leave the routers sharing the store: %s", exc)
         await self.upstream.close()
         await self.db.close()
 
@@ -145,24 +160,20 @@ class App:
             await asyncio.sleep(self.options.keys_refresh_s)
             try:
                 await self.keys.refresh()
+                await self.budgets.heartbeat()
             except Exception as exc:
-                logger.warning("could not refresh keys and spend: %s", exc)
+                logger.warning("could not refresh keys: %s", exc)
 
     def _swap(self, table: RouteTable) -> None:
         self.table = table
 
     # Requests
 
-    async def authenticate(
-        self, scope: Scope, budget: bool = True
-    ) -> ApiKeyRecord | None:
-        """The caller's key (None without auth); 401 or 429 when refused."""
+    async def authenticate(self, scope: Scope) -> ApiKeyRecord | None:
+        """The caller's key (None without auth); 401 when refused."""
         if not self.options.auth:
             return None
-        key = await self.keys.authenticate(header(scope, b"authorization"))
-        if budget:
-            self.keys.check_budget(key)
-        return key
+        return await self.keys.authenticate(header(scope, b"authorization"))
 
     def finish(self, exchange: chat.Exchange) -> None:
         """Account for a finished chat request, off the response path."""
@@ -185,8 +196,8 @@ class App:
             calls=spend.calls,
             error=exchange.error,
         )
-        self.keys.charge(entry)
-        self.ledger.submit(entry)
+        self.budgets.finished(entry, exchange.hold)
+        self.ledger.submit(entry, exchange.hold)
         self.metrics.observe(
             entry.task,
             entry.model,
@@ -208,7 +219,7 @@ class App:
         await chat.handle(self, scope, receive, send)
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = await self.authenticate(scope, budget=False)
+        key = await self.authenticate(scope)
         request_id, score = parse_feedback(await read_body(receive))
         # The request's row may still be queued.
         await self.ledger.flush()
@@ -224,7 +235,7 @@ class App:
         await send_json(send, 200, answer)
 
     async def _routes(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.authenticate(scope, budget=False)
+        await self.authenticate(scope)
         await self.ledger.flush()
         totals = await self.db.run(lambda store: store.task_totals())
         routes = [
@@ -235,7 +246,7 @@ class App:
         await send_json(send, 200, {"routes": routes, "passthrough": passthrough})
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.authenticate(scope, budget=False)
+        await self.authenticate(scope)
         data = [
             {
                 "id": f"route/{task}",

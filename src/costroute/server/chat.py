@@ -45,7 +45,7 @@ from costroute.server.http import (
 )
 from costroute.server.routing import Plan, Target
 from costroute.server.upstream import Completion, UpstreamError
-from costroute.store import ApiKeyRecord
+from costroute.store import ApiKeyRecord, Hold
 
 if TYPE_CHECKING:
     from costroute.server.app import App
@@ -97,6 +97,7 @@ class Exchange:
     started_s: float
     requested: str | None = None
     key: ApiKeyRecord | None = None
+    hold: Hold | None = None
     task: str | None = None
     model: str | None = None
     stream: bool = False
@@ -166,6 +167,10 @@ async def _serve(
     exchange.requested = printable(body["model"])
     plan = app.table.plan(body["model"])
     exchange.task = plan.task
+    if exchange.key is not None:
+        exchange.hold = await app.budgets.hold(
+            exchange.key, exchange.request_id, plan, body
+        )
     exchange.stream = bool(body.get("stream"))
     if exchange.stream:
         await _stream(app, exchange, plan, body, send)

@@ -2,10 +2,9 @@
 
 A key reads `crk-<id>-<secret>`: the id finds the stored hash, and the SHA-256 of
 the whole key is compared with `hmac.compare_digest`. The secret is 32 random
-bytes, so a fast unsalted hash is enough. Spend counts against a key's monthly
-budget (calendar month, UTC) from the ledger totals, refreshed every few
-seconds so that every worker sharing the store sees the others' spend, plus the
-rows this process has not yet written.
+bytes, so a fast unsalted hash is enough. Keys are reloaded every few seconds,
+so a revocation reaches every router sharing the store; budgets are held in
+the store itself (see `costroute.server.budget`).
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from costroute.server.errors import ApiError, unauthorized
+from costroute.server.errors import unauthorized
 from costroute.server.ledger import Database
-from costroute.store import ApiKeyRecord, LedgerEntry, now_iso
+from costroute.store import ApiKeyRecord, now_iso
 
 logger = logging.getLogger(__name__)
 
@@ -64,24 +63,16 @@ def this_month() -> str:
 
 
 class KeyRing:
-    """The keys this server accepts and what each has spent this month."""
+    """The keys this server accepts."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._keys: dict[str, ApiKeyRecord] = {}
-        self._month = this_month()
-        self._spent_usd: dict[str, Decimal] = {}
-        self._unwritten_usd: dict[str, Decimal] = {}
 
     async def refresh(self) -> None:
-        """Reload keys (new ones, revocations) and every key's spend."""
-        month = this_month()
-        keys, spent = await self.db.run(
-            lambda store: (store.api_keys(), store.month_spend_usd(month))
-        )
+        """Reload keys: new ones, revocations."""
+        keys = await self.db.run(lambda store: store.api_keys())
         self._keys = {key.id: key for key in keys}
-        self._month = month
-        self._spent_usd = spent
 
     async def authenticate(self, authorization: str | None) -> ApiKeyRecord:
         if not authorization or not authorization.startswith("Bearer "):
@@ -112,43 +103,3 @@ class KeyRing:
             if record is not None:
                 self._keys[wanted] = record
         return record
-
-    def spent_usd(self, key: ApiKeyRecord) -> Decimal:
-        return self._spent_usd.get(key.id, Decimal(0)) + self._unwritten_usd.get(
-            key.id, Decimal(0)
-        )
-
-    def check_budget(self, key: ApiKeyRecord) -> None:
-        if key.budget_usd is None:
-            return
-        spent_usd = self.spent_usd(key)
-        if spent_usd >= key.budget_usd:
-            raise ApiError(
-                429,
-                f"the key {key.name!r} has spent ${spent_usd:.4f} of its monthly "
-                f"budget of ${key.budget_usd}; it resets on the 1st (UTC), or "
-                "use a key with a larger --budget-usd",
-                kind="insufficient_quota",
-                code="budget_exceeded",
-                retry=False,
-            )
-
-    def charge(self, entry: LedgerEntry) -> None:
-        """Count a request's cost before its ledger row is written."""
-        if entry.key_id is None or entry.cost_usd is None:
-            return
-        self._unwritten_usd[entry.key_id] = (
-            self._unwritten_usd.get(entry.key_id, Decimal(0)) + entry.cost_usd
-        )
-
-    def written(self, entries: list[LedgerEntry]) -> None:
-        """Move written rows' costs from the unwritten to the written spend."""
-        for entry in entries:
-            if entry.key_id is None or entry.cost_usd is None:
-                continue
-            cost_usd = entry.cost_usd
-            self._unwritten_usd[entry.key_id] -= cost_usd
-            if entry.created_at[:7] == self._month:
-                self._spent_usd[entry.key_id] = (
-                    self._spent_usd.get(entry.key_id, Decimal(0)) + cost_usd
-                )

@@ -2,8 +2,9 @@
 
 A request's row goes on an asyncio queue the moment it is answered; a writer
 task takes whatever has queued every `interval_s` (or sooner, once `max_rows`
-wait) and writes it in one transaction on the database thread. `close` drains
-the queue, so a graceful shutdown loses nothing.
+wait) and writes it in one transaction on the database thread, settling the
+budget holds of those requests in the same transaction. `close` drains the
+queue, so a graceful shutdown loses nothing.
 """
 
 from __future__ import annotations
@@ -12,24 +13,24 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TypeVar
 
-from costroute.store import LedgerEntry, Store
+from costroute.store import DbLocation, Hold, LedgerEntry, Store
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Queued = tuple[LedgerEntry, Hold | None]
 
 _RETRY_S = 0.5
 _CLOSE_TRIES = 5
 
 
 class Database:
-    """The store on one thread of its own, so SQLite never blocks the event loop."""
+    """The store on one thread of its own, so it never blocks the event loop."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, location: DbLocation) -> None:
+        self.location = location
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="costroute-db")
         self._store: Store | None = None
 
@@ -40,7 +41,7 @@ class Database:
     def _call(self, work: Callable[[Store], T]) -> T:
         # SQLite connections belong to the thread that made them.
         if self._store is None:
-            self._store = Store(self.path)
+            self._store = Store(self.location)
         return work(self._store)
 
     async def close(self) -> None:
@@ -64,7 +65,7 @@ class LedgerWriter:
         self.on_written = on_written
         self.interval_s = interval_s
         self.max_rows = max_rows
-        self._queue: asyncio.Queue[LedgerEntry | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Queued | None] = asyncio.Queue()
         self._submitted = 0
         self._written = 0
         self._progress = asyncio.Event()
@@ -77,9 +78,9 @@ class LedgerWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="costroute-ledger")
 
-    def submit(self, entry: LedgerEntry) -> None:
+    def submit(self, entry: LedgerEntry, hold: Hold | None = None) -> None:
         self._submitted += 1
-        self._queue.put_nowait(entry)
+        self._queue.put_nowait((entry, hold))
 
     async def flush(self) -> None:
         """Wait until every row submitted so far is written."""
@@ -108,7 +109,7 @@ class LedgerWriter:
             if closing:
                 return
 
-    def _take(self, first: LedgerEntry) -> tuple[list[LedgerEntry], bool]:
+    def _take(self, first: Queued) -> tuple[list[Queued], bool]:
         batch = [first]
         while len(batch) < self.max_rows and not self._queue.empty():
             entry = self._queue.get_nowait()
@@ -117,7 +118,7 @@ class LedgerWriter:
             batch.append(entry)
         return batch, False
 
-    def _drain(self) -> list[LedgerEntry]:
+    def _drain(self) -> list[Queued]:
         rest = []
         while not self._queue.empty():
             entry = self._queue.get_nowait()
@@ -125,12 +126,14 @@ class LedgerWriter:
                 rest.append(entry)
         return rest
 
-    async def _write(self, batch: list[LedgerEntry], closing: bool) -> None:
+    async def _write(self, batch: list[Queued], closing: bool) -> None:
+        entries = [entry for entry, _ in batch]
+        holds = [hold for _, hold in batch if hold is not None]
         tries = 0
         while True:
             tries += 1
             try:
-                await self.db.run(lambda store: store.record_ledger(batch))
+                await self.db.run(lambda store: store.record_ledger(entries, holds))
                 break
             except Exception as exc:  # a locked or full disk must not kill the writer
                 if closing and tries >= _CLOSE_TRIES:
@@ -139,5 +142,5 @@ class LedgerWriter:
                 logger.warning("ledger write failed (%s); retrying", exc)
                 await asyncio.sleep(_RETRY_S)
         self._written += len(batch)
-        self.on_written(batch)
+        self.on_written(entries)
         self._progress.set()

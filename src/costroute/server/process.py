@@ -3,9 +3,9 @@
 The server is uvicorn (httptools parser, uvloop when installed) around a bare
 ASGI app; `bench/proxy_overhead.py` shows why. With `--workers N` each worker is
 a process of its own that binds the port with SO_REUSEPORT, so the kernel
-spreads connections over them; they share the SQLite store in WAL mode. Each
-worker keeps its own metrics, and budgets see other workers' spend within a
-few seconds.
+spreads connections over them; they share the store (SQLite in WAL mode, or
+PostgreSQL). Each worker keeps its own metrics; budgets are held in the store,
+so they are exact across workers and across routers on other machines.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 
@@ -31,6 +32,7 @@ from costroute.errors import UsageError
 from costroute.routes import load_routes
 from costroute.server.app import App, AppOptions
 from costroute.server.routing import RouteTable
+from costroute.store import DbLocation
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +45,13 @@ class ServeOptions:
     routes_path: Path
     host: str
     port: int
-    db_path: Path
+    db_path: DbLocation
     workers: int = 1
     auth: bool = True
     retries: int = 2
     poll_s: float = 1.0
     log_level: int = logging.WARNING
+    reserve_usd: Decimal = Decimal(0)
 
 
 def serve(options: ServeOptions) -> int:
@@ -89,6 +92,7 @@ def run_worker(
         auth=options.auth,
         retries=options.retries,
         poll_s=options.poll_s,
+        reserve_usd=options.reserve_usd,
     )
     app = App(table, app_options, on_ready)
     config = uvicorn.Config(
