@@ -49,7 +49,7 @@ from costroute.routes import (
     TaskRoute,
 )
 from costroute.startmap import starting_route
-from costroute.store import RunInfo, Store, now_iso
+from costroute.store import RunInfo, ScoredCall, Store, now_iso
 from costroute.summary import CandidateSummary, RunSummary, summarize
 from costroute.task import DialsConfig, FloorConfig, Task
 
@@ -115,18 +115,30 @@ def decide_run(
     With `items`, only the calls on those items count (see `summarize`).
     """
     summary = summarize(store, run, task, items)
-    servable = [
-        c.model
-        for c in summary.candidates
-        if exclusion(c, task, dials) is None and c.results > 0
-    ]
     scored = [
         s
         for s in store.scored_calls(run.id)
         if items is None or s.call.item_id in items
     ]
+    return decide_with_cascade(summary, scored, dials, floor, confidence), summary
+
+
+def decide_with_cascade(
+    summary: RunSummary,
+    scored: list[ScoredCall],
+    dials: DialsConfig,
+    floor: FloorConfig,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> Decision:
+    """Decide among the single candidates and the best cascade of their calls."""
+    task = summary.task
+    servable = [
+        c.model
+        for c in summary.candidates
+        if exclusion(c, task, dials) is None and c.results > 0
+    ]
     cascade = best_cascade(scored, task, servable, floor, dials, confidence)
-    return decide(summary, dials, floor, confidence, cascade), summary
+    return decide(summary, dials, floor, confidence, cascade)
 
 
 def decide(

@@ -21,23 +21,25 @@ catalog, one fetched with genai-prices' updater (`costroute recheck
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from costroute.assessment import Assessment, exclusion
-from costroute.cascade import best_cascade
-from costroute.decide import DEFAULT_CONFIDENCE, Decision, decide
+from costroute.assessment import Assessment
+from costroute.decide import (
+    DEFAULT_CONFIDENCE,
+    Decision,
+    decide_with_cascade,
+)
 from costroute.errors import CostrouteError, UsageError
 from costroute.pricing import Price, catalog_price, token_cost_usd, unpriced
 from costroute.render import format_usd
 from costroute.routes import Route, RoutesFile, TaskRoute, line_of, load_routes
 from costroute.runner import Runner, RunOptions, task_from_run
 from costroute.store import CallRecord, RunInfo, ScoredCall, Store
-from costroute.summary import RunSummary, summarize_candidate
+from costroute.summary import RunSummary, summarize_calls
 from costroute.task import CandidateConfig, FloorConfig, Task, load_task
 
 DEFAULT_MAX_AGE_DAYS = 30
@@ -248,34 +250,9 @@ def decide_calls(
     confidence: float,
 ) -> tuple[Decision, RunSummary]:
     """`decide_run` on calls and prices given rather than read from the store."""
-    # TODO: Move this into decide.py once the adaptive-measurement change there
-    # lands, so that the two cannot drift apart.
-    summary = _summary(run, task, scored, prices)
-    dials = route.dials
-    servable = [
-        c.model
-        for c in summary.candidates
-        if exclusion(c, task, dials) is None and c.results > 0
-    ]
-    cascade = best_cascade(scored, task, servable, floor, dials, confidence)
-    return decide(summary, dials, floor, confidence, cascade), summary
-
-
-def _summary(
-    run: RunInfo, task: Task, scored: list[ScoredCall], prices: dict[str, Price]
-) -> RunSummary:
-    by_model: dict[str, list[ScoredCall]] = defaultdict(list)
-    for entry in scored:
-        by_model[entry.call.model].append(entry)
-    models = [
-        c.model for c in task.candidates if c.model in prices or c.model in by_model
-    ]
-    models += [m for m in by_model if m not in models]
-    candidates = [
-        summarize_candidate(model, by_model.get(model, []), prices.get(model), task)
-        for model in models
-    ]
-    return RunSummary(run=run, task=task, candidates=candidates)
+    summary = summarize_calls(run, task, scored, prices)
+    decision = decide_with_cascade(summary, scored, route.dials, floor, confidence)
+    return decision, summary
 
 
 # Prices

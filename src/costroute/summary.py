@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -77,11 +77,22 @@ def summarize(
     With `items`, only the calls on those items count: the run as it stood after
     a round of an adaptive run.
     """
-    prices = store.prices(run.id)
+    scored = [
+        entry
+        for entry in store.scored_calls(run.id)
+        if items is None or entry.call.item_id in items
+    ]
+    summary = summarize_calls(run, task, scored, store.prices(run.id))
+    return replace(summary, judge=_judge(store, run.id))
+
+
+def summarize_calls(
+    run: RunInfo, task: Task, scored: list[ScoredCall], prices: dict[str, Price]
+) -> RunSummary:
+    """The numbers from calls and prices in hand, e.g. repriced ones."""
     by_model: dict[str, list[ScoredCall]] = defaultdict(list)
-    for scored in store.scored_calls(run.id):
-        if items is None or scored.call.item_id in items:
-            by_model[scored.call.model].append(scored)
+    for entry in scored:
+        by_model[entry.call.model].append(entry)
     models = [
         c.model for c in task.candidates if c.model in prices or c.model in by_model
     ]
@@ -90,9 +101,7 @@ def summarize(
         summarize_candidate(model, by_model.get(model, []), prices.get(model), task)
         for model in models
     ]
-    return RunSummary(
-        run=run, task=task, candidates=candidates, judge=_judge(store, run.id)
-    )
+    return RunSummary(run=run, task=task, candidates=candidates)
 
 
 def _judge(store: Store, run_id: str) -> JudgeSummary | None:
