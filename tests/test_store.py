@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from costroute.errors import UsageError
-from costroute.store import MIGRATIONS, DbLocation, KeySpend, Store
+from costroute.store import MIGRATIONS, CallRecord, DbLocation, KeySpend, Store
 from costroute.store.connection import connect, statements
 
 
@@ -65,3 +65,18 @@ def test_a_store_from_a_newer_costroute_is_refused(location: DbLocation) -> None
 
     with pytest.raises(UsageError, match="newer costroute"):
         Store(location)
+
+
+def test_an_output_with_a_nul_character_is_stored(location: DbLocation) -> None:
+    with Store(location) as store:
+        run_id = store.create_run("t", "task.toml", "{}", {})
+        call = CallRecord(
+            run_id, "a", "x/y", 0, "h", "ok", "metered", output="ham\x00spam"
+        )
+        store.record_calls([call])
+
+        (stored,) = store.calls(run_id)
+
+    # SQLite keeps the NUL; PostgreSQL's TEXT cannot, so it holds U+FFFD there.
+    assert stored.output in {"ham\x00spam", "ham\ufffdspam"}
+    assert stored.output.startswith("ham") and stored.output.endswith("spam")

@@ -266,9 +266,7 @@ class Runner:
         if self.judge is not None:
             judge_price = replace(self.judge.price, model=f"judge:{self.judge.model}")
             self.store.save_price(self.run_id, judge_price)
-        self.store.db.execute(
-            "UPDATE runs SET status = 'running' WHERE id = ?", (self.run_id,)
-        )
+        self.store.mark_running(self.run_id)
         try:
             if self.rounds is None:
                 await self.measure(self.items, {c.model for c in candidates})

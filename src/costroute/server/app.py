@@ -162,7 +162,7 @@ class App:
                 await self.keys.refresh()
                 await self.budgets.heartbeat()
             except Exception as exc:
-                logger.warning("could not refresh keys: %s", exc)
+                logger.warning("could not refresh keys or the heartbeat: %s", exc)
 
     def _swap(self, table: RouteTable) -> None:
         self.table = table

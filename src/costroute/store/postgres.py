@@ -71,6 +71,14 @@ def placeholders(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+def _text_safe(params: Sequence[object]) -> Sequence[object]:
+    """PostgreSQL's TEXT cannot hold NUL, which a model may emit: it is stored as
+    U+FFFD, the replacement character, rather than losing a paid call."""
+    if not any(isinstance(p, str) and "\x00" in p for p in params):
+        return params
+    return [p.replace("\x00", "\ufffd") if isinstance(p, str) else p for p in params]
+
+
 class PostgresConnection(Connection):
     dialect = "postgresql"
     writable_ctes = True
@@ -89,11 +97,12 @@ class PostgresConnection(Connection):
         if not params:
             # Without parameters psycopg sends the text as it is, `%` included.
             return self.raw.execute(sql.encode())
-        return self.raw.execute(placeholders(sql).encode(), params)
+        return self.raw.execute(placeholders(sql).encode(), _text_safe(params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         with self.raw.cursor() as cursor:
-            cursor.executemany(placeholders(sql).encode(), rows)
+            safe_rows = (_text_safe(row) for row in rows)
+            cursor.executemany(placeholders(sql).encode(), safe_rows)
 
     @property
     def in_transaction(self) -> bool:
