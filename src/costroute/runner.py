@@ -142,24 +142,33 @@ class CallWriter:
         self.store = store
         self.pending: list[tuple[CallRecord, asyncio.Future[None]]] = []
 
-    async def write(self, record: CallRecord) -> None:
+    def submit(self, record: CallRecord) -> asyncio.Future[None]:
+        """Queue a call for the next commit; the future is done once it is in."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         if not self.pending:
-            loop.call_soon(self._flush)
+            loop.call_soon(self.flush)
         self.pending.append((record, future))
-        await future
+        return future
 
-    def _flush(self) -> None:
+    async def write(self, record: CallRecord) -> None:
+        await self.submit(record)
+
+    def flush(self) -> None:
+        """Commit every queued call now (also when a run is interrupted)."""
         batch, self.pending = self.pending, []
+        if not batch:
+            return
         try:
             self.store.record_calls([record for record, _ in batch])
         except Exception as exc:
             for _, future in batch:
-                future.set_exception(exc)
+                if not future.done():
+                    future.set_exception(exc)
             return
         for _, future in batch:
-            future.set_result(None)
+            if not future.done():
+                future.set_result(None)
 
 
 class _NoProgress:
@@ -196,6 +205,8 @@ class Runner:
         self.budget = Budget(options.max_cost_usd)
         self._scores: list[tuple[int, Score]] = []
         self.writer = CallWriter(store)
+        self._bookkeeping: set[asyncio.Task[None]] = set()
+        self._failures: list[BaseException] = []
         self.rounds = rounds
         self.candidates: list[ResolvedCandidate] = []
         self.executor: Executor = executor or LocalExecutor(retry_policy(options))
@@ -253,6 +264,7 @@ class Runner:
         """
         chosen = [c for c in self.candidates if c.model in models]
         await asyncio.gather(*(self._run_candidate(c, items) for c in chosen))
+        await self._settle_bookkeeping()
         self._flush_scores()
         for candidate in chosen:
             if candidate.price.source == "compute":
@@ -274,6 +286,7 @@ class Runner:
                 await self.rounds.run(self)
         finally:
             try:
+                self.writer.flush()
                 self._flush_scores()
                 self._finalize(candidates)
             finally:
@@ -351,7 +364,7 @@ class Runner:
         candidate = state.resolved
         cached = state.cached.get(request_hash)
         if cached is not None:
-            record = await self._from_cache(cached, item, candidate, repeat)
+            record = self._from_cache(cached, item, candidate, repeat)
         else:
             estimate_usd = state.estimate_usd(request.messages)
             if not self.budget.reserve(estimate_usd):
@@ -361,10 +374,46 @@ class Runner:
             self.budget.settle(estimate_usd, actual_usd)
             state.paid(actual_usd)
 
-        await self._score(record, item)
-        self.progress.advance(candidate.model, self.budget.spent_usd)
+        # The worker goes on to its next call while this one is stored and
+        # scored, so the bookkeeping never holds a call slot.
+        stored = self.writer.submit(record)
+        if self.judge is None and self.task.scorer.kind not in BLOCKING_SCORERS:
+            # A quick scorer runs right after the commit, without a task.
+            stored.add_done_callback(lambda done: self._score_now(done, record, item))
+            return
+        task = asyncio.create_task(self._score_when_stored(stored, record, item))
+        self._bookkeeping.add(task)
+        task.add_done_callback(self._bookkeeping.discard)
 
-    async def _from_cache(
+    def _score_now(
+        self, stored: asyncio.Future[None], record: CallRecord, item: Item
+    ) -> None:
+        if stored.cancelled():
+            return
+        failure = stored.exception()
+        if failure is not None:
+            self._failures.append(failure)
+            return
+        output = record.output if record.status == "ok" else ""
+        self._keep_score(record, self.scorer.score(output or "", item))
+        self.progress.advance(record.model, self.budget.spent_usd)
+
+    async def _score_when_stored(
+        self, stored: asyncio.Future[None], record: CallRecord, item: Item
+    ) -> None:
+        await stored
+        await self._score(record, item)
+        self.progress.advance(record.model, self.budget.spent_usd)
+
+    async def _settle_bookkeeping(self) -> None:
+        while self._bookkeeping:
+            await asyncio.gather(*self._bookkeeping)
+        self.writer.flush()
+        await asyncio.sleep(0)
+        if self._failures:
+            raise self._failures[0]
+
+    def _from_cache(
         self,
         cached: CallRecord,
         item: Item,
@@ -387,7 +436,6 @@ class Runner:
                 price, record.usage, datetime.now(UTC)
             )
             record.cost_kind = price.cost_kind
-        await self.writer.write(record)
         return record
 
     async def _call(
@@ -423,7 +471,6 @@ class Runner:
         else:
             record.error = done.error
             record.cost_usd = record.spent_usd = _failed_cost_usd(candidate.price)
-        await self.writer.write(record)
         return record
 
     async def _score(self, record: CallRecord, item: Item) -> None:
@@ -436,10 +483,11 @@ class Runner:
             score = await asyncio.to_thread(self.scorer.score, output or "", item)
         else:
             score = self.scorer.score(output or "", item)
+        self._keep_score(record, score)
+
+    def _keep_score(self, record: CallRecord, score: Score) -> None:
         if record.status != "ok":
-            score = Score(
-                **{**score.__dict__, "detail": f"call failed: {record.error}"}
-            )
+            score = replace(score, detail=f"call failed: {record.error}")
         assert record.id is not None
         # Scores are written in batches: a score lost in a crash is recomputed
         # from its stored call on resume, so nothing paid for is lost.
@@ -469,6 +517,7 @@ class Runner:
                 purpose="judge",
                 judged_call_id=record.id,
             )
+            await self.writer.write(call)
             self.budget.settle(Decimal(0), call.spent_usd or Decimal(0))
             if call.status != "ok":
                 return Score(

@@ -39,7 +39,7 @@ class HttpProvider:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.self_hosted = self_hosted
-        self.headers = headers
+        self.headers = {**JSON, **headers}
         self.timeout = aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=min(timeout_s, 10.0)
         )
@@ -59,7 +59,7 @@ class HttpProvider:
         url = f"{self.base_url}{path}"
         started_s = time.perf_counter()
         try:
-            async with self._client().post(url, data=body, headers=JSON) as response:
+            async with self._client().post(url, data=body) as response:
                 data = await response.read()
                 status = response.status
                 retry_after = response.headers.get("retry-after")
