@@ -94,6 +94,7 @@ class FakeServer:
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.cached_tokens: int | None = None
+        self.reported_cost: float | None = None
         self.require_key = require_key
         self.hang_s = hang_s
 
@@ -283,6 +284,9 @@ class FakeServer:
         }
         if self.cached_tokens is not None:
             usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reported_cost is not None:
+            # OpenRouter's own charge, as it reports it in usage.cost.
+            usage["cost"] = self.reported_cost
         return usage
 
     def _record_call(self, request: Json | None) -> None:

@@ -346,3 +346,24 @@ def test_cached_answers_are_priced_at_todays_price(
     assert second["cached_calls"] == 12 and second["spent_usd"] == "0"
     assert Decimal(second["cost_usd"]) == 2 * Decimal(first["cost_usd"])
     assert fake.calls == 24
+
+
+def test_a_charge_the_provider_reports_is_kept_beside_the_price(
+    tmp_path: Path, fake: FakeServer
+) -> None:
+    spam_answers(fake)
+    fake.prompt_tokens, fake.completion_tokens = 1000, 10
+    fake.reported_cost = 0.0002
+    task = write_task(tmp_path, fake.base_url)
+    db = str(tmp_path / "db.sqlite")
+
+    data = run_json(str(task), "--db", db)
+    table = invoke("show", data["run_id"], "--db", db).stdout
+
+    cheap = _by_model(data)["fake/cheap"]
+    # 12 calls: $0.0024 reported against $0.001248 from the price list.
+    assert Decimal(cheap["provider_cost_usd"]) == Decimal("0.0024")
+    assert Decimal(cheap["cost_usd"]) == Decimal("0.001248")
+    assert Decimal(cheap["provider_cost_gap_usd"]) == Decimal("0.001152")
+    assert "fake/cheap: the provider reported $0.00240" in table
+    assert "gap $0.00115 (+92.3%)" in table

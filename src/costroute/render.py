@@ -82,6 +82,7 @@ def _candidate_dict(c: CandidateSummary) -> dict[str, Any]:
         "priced": c.priced,
         "cost_kind": c.cost_kind,
         "provider_cost_usd": _money(c.provider_cost_usd),
+        "provider_cost_gap_usd": _money(_gap_usd(c)),
     }
 
 
@@ -163,6 +164,7 @@ def _notes(summary: RunSummary) -> str:
         for kind in kinds
     ]
     lines.append("cost/result = total cost ÷ correct results; quality CI: 95%.")
+    lines += [line for c in summary.candidates if (line := _charge_gap(c))]
     if summary.judge is not None:
         judge = summary.judge
         lines.append(
@@ -172,6 +174,27 @@ def _notes(summary: RunSummary) -> str:
     if summary.run.status != "done":
         lines.append(f"run status: {summary.run.status} (resume with --resume)")
     return "\n".join(lines)
+
+
+def _gap_usd(c: CandidateSummary) -> Decimal | None:
+    if c.provider_cost_usd is None or c.cost_usd is None or c.cost_kind != "metered":
+        return None
+    return c.provider_cost_usd - c.cost_usd
+
+
+def _charge_gap(c: CandidateSummary) -> str:
+    """Where a provider reported its own charge and it differs from the price."""
+    reported, priced = c.provider_cost_usd, c.cost_usd
+    if reported is None or priced is None or c.cost_kind != "metered":
+        return ""
+    if reported == priced:
+        return ""
+    gap = reported - priced
+    share = f" ({gap / priced:+.1%})" if priced else ""
+    return (
+        f"{c.model}: the provider reported {_usd(reported)}, the price list gives "
+        f"{_usd(priced)}; gap {_usd(gap)}{share}"
+    )
 
 
 def _markdown(summary: RunSummary) -> str:
@@ -234,6 +257,8 @@ def format_usd(value: Decimal | float) -> str:
     amount = float(value)
     if amount == 0:
         return "$0"
+    if amount < 0:
+        return "-" + format_usd(-amount)
     if abs(amount) >= 100:
         return f"${amount:,.2f}"
     if abs(amount) >= 0.01:
