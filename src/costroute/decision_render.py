@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from decimal import Decimal
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from costroute.assessment import Assessment
 from costroute.cascade import SplitReport
 from costroute.decide import Decision
 from costroute.expected import effective_error_cost_usd
-from costroute.render import format_usd
+from costroute.render import format_usd, rich_text
 
 FORMATS = ("table", "json", "markdown")
 
@@ -214,12 +213,8 @@ def _table(decision: Decision, color: bool) -> str:
         table.add_column(header, justify="left" if left else "right")
     for row in _rows(decision):
         table.add_row(*row)
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=200, force_terminal=color, no_color=not color)
-    console.print(table)
-    for line in _summary_lines(decision):
-        console.print(line, highlight=False, markup=False)
-    return buffer.getvalue().rstrip() + "\n"
+    lines = [Text(line) for line in _summary_lines(decision)]
+    return rich_text([table, *lines], color)
 
 
 def _markdown(decision: Decision) -> str:

@@ -9,7 +9,7 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
 from costroute.summary import CandidateSummary, RunSummary
@@ -145,14 +145,20 @@ def _table(summary: RunSummary, color: bool) -> str:
         table.add_column(header, justify="left" if header == "model" else "right")
     for row in _rows(summary):
         table.add_row(*row)
-    # As wide as the table needs, so a pipe or a file gets it unwrapped.
-    width = Console(width=1000).measure(table).maximum
+    return rich_text([table, _notes(summary)], color)
+
+
+def rich_text(parts: list[RenderableType], color: bool) -> str:
+    """Rich renderables as text, as wide as the widest needs, so that a pipe or a
+    file gets tables unwrapped, with no padding at the ends of lines."""
+    measure = Console(width=1000)
+    width = max(measure.measure(part).maximum for part in parts)
     buffer = io.StringIO()
     console = Console(
         file=buffer, width=width, force_terminal=color, no_color=not color
     )
-    console.print(table)
-    console.print(_notes(summary))
+    for part in parts:
+        console.print(part, highlight=False)
     lines = buffer.getvalue().rstrip().splitlines()
     return "\n".join(line.rstrip() for line in lines) + "\n"
 

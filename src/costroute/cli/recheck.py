@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -15,8 +14,9 @@ import click
 from genai_prices import UpdatePrices
 from genai_prices.data_snapshot import get_snapshot, set_custom_snapshot
 from genai_prices.update_prices import DEFAULT_UPDATE_URL
-from rich.console import Console
+from rich.console import RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from costroute.cli.common import db_option
 from costroute.decision_render import money
@@ -30,7 +30,7 @@ from costroute.recheck import (
     recheck,
     route_text,
 )
-from costroute.render import format_usd
+from costroute.render import format_usd, rich_text
 from costroute.store import DbLocation, Store, default_db_path, describe, store_exists
 
 FORMATS = ("table", "json", "markdown")
@@ -335,25 +335,21 @@ def _context(routes_path: Path, max_age_days: float) -> str:
 def _table(
     checks: list[RouteCheck], routes_path: Path, max_age_days: float, color: bool
 ) -> str:
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=200, force_terminal=color, no_color=not color)
-    context = _context(routes_path, max_age_days)
-    console.print(context, highlight=False, markup=False, soft_wrap=True)
+    parts: list[RenderableType] = [Text(_context(routes_path, max_age_days))]
     summary = Table(title=_heading(checks), title_justify="left")
     for header in SUMMARY_HEADERS:
         summary.add_column(header, justify="right" if "→" in header else "left")
     for check in checks:
         summary.add_row(*_summary_row(check))
-    console.print(summary)
+    parts.append(summary)
     for check in checks:
         if check.status == "fresh" and not check.notes:
             continue
-        console.print(f"\n{check.task}: {check.status}", highlight=False, markup=False)
-        for line in _lines(check, routes_path):
-            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+        parts.append(Text(f"\n{check.task}: {check.status}"))
+        parts += [Text(f"  {line}") for line in _lines(check, routes_path)]
         if check.candidates:
-            console.print(_candidate_table(check))
-    return buffer.getvalue().rstrip() + "\n"
+            parts.append(_candidate_table(check))
+    return rich_text(parts, color)
 
 
 def _candidate_table(check: RouteCheck) -> Table:
