@@ -222,13 +222,10 @@ def start(
     raise SystemExit(f"Error: {' '.join(command[:4])} did not start")
 
 
-def start_router(
-    directory: Path, upstream_port: int
-) -> tuple[subprocess.Popen[str], Proxy]:
+def write_routes(directory: Path, upstream_port: int) -> Path:
+    """A routes file with one route, `route/bench`, to the fake upstream."""
     sys.path.insert(0, str(ROOT / "src"))
     from costroute.routes import ModelPrice, PriceSnapshot, Route, TaskRoute, save_route
-    from costroute.server.keys import new_key
-    from costroute.store import Store
     from costroute.task import ProviderConfig
 
     price = ModelPrice(
@@ -250,6 +247,16 @@ def start_router(
     )
     routes = directory / "routes.toml"
     save_route(routes, "bench", route)
+    return routes
+
+
+def start_router(
+    directory: Path, upstream_port: int
+) -> tuple[subprocess.Popen[str], Proxy]:
+    from costroute.server.keys import new_key
+    from costroute.store import Store
+
+    routes = write_routes(directory, upstream_port)
     db = directory / "ledger.db"
     made = new_key("bench", None)
     with Store(db) as store:

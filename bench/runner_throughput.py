@@ -133,14 +133,16 @@ def start_server(latency_ms: float, kind: str) -> tuple[subprocess.Popen[str], s
     return server, line[1]
 
 
-def write_task(directory: Path, base_url: str, items: int) -> Path:
+def write_task(
+    directory: Path, base_url: str, items: int, template: str = TASK
+) -> Path:
     rows = (
         json.dumps({"text": f"message number {n}", "label": "ham"})
         for n in range(items)
     )
     (directory / "items.jsonl").write_text("\n".join(rows) + "\n")
     path = directory / "task.toml"
-    path.write_text(TASK.format(base_url=base_url))
+    path.write_text(template.format(base_url=base_url))
     return path
 
 

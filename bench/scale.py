@@ -24,7 +24,6 @@ held in the store; requests per second and the ledger's rows after the load.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from runner_throughput import start_server  # noqa: E402
+from runner_throughput import start_server, write_task  # noqa: E402
 from scale_router import add_arguments as router_arguments  # noqa: E402
 from scale_router import routers  # noqa: E402
 
@@ -71,17 +70,6 @@ class Timing:
     correct: int
 
 
-def write_task(directory: Path, base_url: str, items: int) -> Path:
-    rows = (
-        json.dumps({"text": f"message number {n}", "label": "ham"})
-        for n in range(items)
-    )
-    (directory / "items.jsonl").write_text("\n".join(rows) + "\n")
-    path = directory / "task.toml"
-    path.write_text(TASK.format(base_url=base_url))
-    return path
-
-
 def run_once(
     task: Task, db: Path, options: RunOptions, executor: Executor | None
 ) -> Timing:
@@ -100,7 +88,7 @@ def runners(args: argparse.Namespace, scratch: Path) -> None:
     """Part 1: the local runner and the Ray executor against the ideal."""
     server, base_url = start_server(args.latency_ms, "asyncio")
     try:
-        task = load_task(write_task(scratch, base_url, args.items))
+        task = load_task(write_task(scratch, base_url, args.items, TASK))
         options = RunOptions(concurrency=args.concurrency)
         local = run_once(task, scratch / "local.db", options, None)
         ray_start_s, actors_s, on_ray = _on_ray(task, scratch, options, args)

@@ -107,27 +107,10 @@ def _measure(
 
 
 def _write_routes(directory: Path, port: int) -> Path:
-    from costroute.routes import ModelPrice, PriceSnapshot, Route, TaskRoute, save_route
-    from costroute.task import ProviderConfig
+    sys.path.insert(0, str(PROXY_BENCH.parent))
+    from proxy_overhead import write_routes
 
-    price = ModelPrice(
-        source="override", input_mtok=Decimal("0.1"), output_mtok=Decimal("0.4")
-    )
-    route = TaskRoute(
-        status="settled",
-        decided_at="bench",
-        reason="bench",
-        route=Route(kind="single", model="bench/fake-model"),
-        prices=PriceSnapshot(
-            catalog_version="bench",
-            taken_at="bench",
-            models={"bench/fake-model": price},
-        ),
-        providers={"bench": ProviderConfig(base_url=f"http://127.0.0.1:{port}/v1")},
-    )
-    routes = directory / "routes.toml"
-    save_route(routes, "bench", route)
-    return routes
+    return write_routes(directory, port)
 
 
 def _make_key(db: str, budget: bool) -> tuple[str, str]:
