@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
+from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +120,50 @@ def run_json(*args: str) -> dict[str, Any]:
     assert result.exit_code == 0, result.output
     data: dict[str, Any] = json.loads(result.stdout)
     return data
+
+
+def wait_for_stored_calls(db: Path, minimum: int) -> str:
+    """The run id, once a run in another process has stored `minimum` calls."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as connection:
+                    row = connection.execute(
+                        "SELECT run_id, COUNT(*) FROM calls GROUP BY run_id"
+                    ).fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            if row is not None and row[1] >= minimum:
+                return str(row[0])
+        time.sleep(0.05)
+    raise AssertionError("the run stored too few calls in 30 s")
+
+
+def stored_keys(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as connection:
+        return [
+            (row[0], row[1])
+            for row in connection.execute("SELECT model, item_id FROM calls")
+        ]
+
+
+def assert_sent_once(server: FakeServer, stored: list[tuple[str, str]]) -> None:
+    """Every call stored before a kill reached the server exactly once."""
+    sent = Counter(
+        (request.model, request.messages[-1]["content"]) for request in server.requests
+    )
+    for model, item_id in stored:
+        text = f"Is this message spam or ham?\nnote {item_id[1:]}"
+        assert sent[(model.split("/")[1], text)] == 1
+
+
+def assert_stopped_by_budget(result: Result, server: FakeServer, limit: str) -> None:
+    """The run stopped before passing `--max-cost`, and said how to go on."""
+    assert result.exit_code == 1
+    assert "--max-cost" in result.stderr and "--resume" in result.stderr
+    spent = sum(
+        Decimal(c["spent_usd"]) for c in json.loads(result.stdout)["candidates"]
+    )
+    assert Decimal(0) < spent <= Decimal(limit)
+    assert server.calls < 24

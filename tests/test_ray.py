@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -20,9 +19,17 @@ from costroute.pricing import DEFAULT_LOCAL_HOURLY_USD
 from costroute.runner import Runner, RunOptions, retry_policy, run_sync
 from costroute.store import Store
 from costroute.task import load_task
-from tests.conftest import invoke, run_json, spam_answers, write_task
+from tests.conftest import (
+    assert_sent_once,
+    assert_stopped_by_budget,
+    invoke,
+    run_json,
+    spam_answers,
+    stored_keys,
+    wait_for_stored_calls,
+    write_task,
+)
 from tests.fakeserver import FakeServer
-from tests.test_runner import _stored_keys, _wait_for_stored_calls
 
 # CI installs the ray extra, so there a missing Ray fails rather than skips.
 if os.environ.get("CI"):
@@ -127,13 +134,7 @@ def test_budget_holds_across_workers(tmp_path: Path, fake: FakeServer) -> None:
         "json",
     )
 
-    assert result.exit_code == 1
-    assert "--max-cost" in result.stderr and "--resume" in result.stderr
-    spent = sum(
-        Decimal(c["spent_usd"]) for c in json.loads(result.stdout)["candidates"]
-    )
-    assert Decimal(0) < spent <= Decimal("0.01")
-    assert fake.calls < 24
+    assert_stopped_by_budget(result, fake, "0.01")
 
 
 def test_resume_after_an_interrupted_ray_run_pays_nothing_twice(
@@ -149,22 +150,17 @@ def test_resume_after_an_interrupted_ray_run_pays_nothing_twice(
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    run_id = _wait_for_stored_calls(db, minimum=10)
+    run_id = wait_for_stored_calls(db, minimum=10)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    stored_before = _stored_keys(db)
+    stored_before = stored_keys(db)
     fake.latency_ms = 0
 
     data = run_json(str(task), "--db", str(db), "--resume", run_id, "--executor", "ray")
 
     assert data["run_id"] == run_id
     assert all(c["calls"] == 30 for c in data["candidates"])
-    sent = Counter(
-        (request.model, request.messages[-1]["content"]) for request in fake.requests
-    )
-    for model, item_id in stored_before:
-        text = f"Is this message spam or ham?\nnote {item_id[1:]}"
-        assert sent[(model.split("/")[1], text)] == 1
+    assert_sent_once(fake, stored_before)
 
 
 def test_local_model_runs_in_an_actor_on_a_gpu(tmp_path: Path) -> None:

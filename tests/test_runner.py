@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,7 +15,16 @@ import pytest
 from costroute.pricing import Price, compute_cost_usd
 from costroute.runner import share_busy_time
 from costroute.store import CallRecord
-from tests.conftest import invoke, run_json, spam_answers, write_task
+from tests.conftest import (
+    assert_sent_once,
+    assert_stopped_by_budget,
+    invoke,
+    run_json,
+    spam_answers,
+    stored_keys,
+    wait_for_stored_calls,
+    write_task,
+)
 from tests.fakeserver import FakeServer
 
 
@@ -137,13 +143,7 @@ def test_budget_stops_new_calls(tmp_path: Path, fake: FakeServer) -> None:
         "json",
     )
 
-    assert result.exit_code == 1
-    assert "--max-cost" in result.stderr and "--resume" in result.stderr
-    spent = sum(
-        Decimal(c["spent_usd"]) for c in json.loads(result.stdout)["candidates"]
-    )
-    assert Decimal(0) < spent <= Decimal("0.01")
-    assert fake.calls < 24
+    assert_stopped_by_budget(result, fake, "0.01")
 
 
 def test_unpriced_model_stops_before_any_call(tmp_path: Path, fake: FakeServer) -> None:
@@ -213,22 +213,17 @@ def test_resume_after_kill_pays_for_nothing_twice(
     task = write_task(tmp_path, fake.base_url, items=items)
     db = tmp_path / "db.sqlite"
     process = _start_run(task, db)
-    run_id = _wait_for_stored_calls(db, minimum=10)
+    run_id = wait_for_stored_calls(db, minimum=10)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    stored_before = _stored_keys(db)
+    stored_before = stored_keys(db)
     fake.latency_ms = 0
 
     data = run_json(str(task), "--db", str(db), "--resume", run_id)
 
     assert data["run_id"] == run_id
     assert all(c["calls"] == 30 for c in data["candidates"])
-    sent = Counter(
-        (request.model, request.messages[-1]["content"]) for request in fake.requests
-    )
-    for model, item_id in stored_before:
-        text = f"Is this message spam or ham?\nnote {item_id[1:]}"
-        assert sent[(model.split("/")[1], text)] == 1
+    assert_sent_once(fake, stored_before)
 
 
 def _start_run(task: Path, db: Path) -> subprocess.Popen[bytes]:
@@ -247,31 +242,6 @@ def _start_run(task: Path, db: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-
-
-def _wait_for_stored_calls(db: Path, minimum: int) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as connection:
-                    row = connection.execute(
-                        "SELECT run_id, COUNT(*) FROM calls GROUP BY run_id"
-                    ).fetchone()
-            except sqlite3.OperationalError:
-                row = None
-            if row is not None and row[1] >= minimum:
-                return str(row[0])
-        time.sleep(0.05)
-    raise AssertionError("the run stored too few calls in 30 s")
-
-
-def _stored_keys(db: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(db) as connection:
-        return [
-            (row[0], row[1])
-            for row in connection.execute("SELECT model, item_id FROM calls")
-        ]
 
 
 def test_busy_time_is_shared_by_overlap() -> None:
