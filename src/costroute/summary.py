@@ -176,7 +176,10 @@ def item_outcomes(calls: list[ScoredCall]) -> tuple[list[str], stats.ItemOutcome
         row[3] += score.fp
         row[4] += score.fn
         row[5] += int(score.correct)
-    matrix = np.array(list(rows.values()), dtype=np.float64).reshape(-1, 7)
+    # Items in a fixed order, not the order their calls came back, so that the
+    # seeded bootstrap gives the same intervals for the same outcomes.
+    item_ids = sorted(rows)
+    matrix = np.array([rows[i] for i in item_ids], dtype=np.float64).reshape(-1, 7)
     outcomes = stats.ItemOutcomes(
         cost_usd=matrix[:, 0],
         results=matrix[:, 1],
@@ -185,7 +188,7 @@ def item_outcomes(calls: list[ScoredCall]) -> tuple[list[str], stats.ItemOutcome
         fn=matrix[:, 4].astype(np.int64),
         correct=matrix[:, 5] / np.maximum(matrix[:, 6], 1),
     )
-    return list(rows), outcomes
+    return item_ids, outcomes
 
 
 def _quality(outcomes: stats.ItemOutcomes, metric: stats.Metric) -> float:
