@@ -354,7 +354,8 @@ def default_workers() -> int:
 
 
 def _cluster_resources() -> dict[str, float]:
-    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    cluster_resources = ray.cluster_resources
+    resources: dict[str, float] = cluster_resources()  # type: ignore[no-untyped-call]
     return resources
 
 
