@@ -4,6 +4,10 @@ The ideal wall time is items × latency ÷ concurrency (both candidates run side
 side, each with `-j` calls in flight). Prints the achieved share of that ideal
 and the runner's own CPU time per call. Goals: ≥ 0.85 of ideal, < 1 ms CPU/call.
 
+As a baseline in the same run, the same calls are also made with costroute's
+HTTP client alone (no runner: no store, cache, budget or scoring), which is as
+close to the ideal as this machine and fake server allow.
+
 The fake server runs in its own process. By default it is a small asyncio server
 that answers every request after the latency, so that on a two-core machine the
 figures measure the runner rather than the server; `--server tests` uses the test
@@ -26,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from costroute.providers.http import HttpProvider  # noqa: E402
 from costroute.runner import Runner, RunOptions, run_sync  # noqa: E402
 from costroute.store import Store  # noqa: E402
 from costroute.task import load_task  # noqa: E402
@@ -155,6 +160,38 @@ def measure(task_path: Path, db: Path, concurrency: int) -> tuple[float, float]:
         return time.perf_counter() - started_s, time.process_time() - cpu_started_s
 
 
+async def _client_alone(base_url: str, items: int, concurrency: int) -> None:
+    """Both candidates' calls through the bare HTTP client, `concurrency` each."""
+    clients = [HttpProvider(name, base_url, {}) for name in ("cheap", "strong")]
+
+    async def worker(client: HttpProvider, calls: range) -> None:
+        for n in calls:
+            body = json.dumps({"model": "bench", "messages": [_message(n)]})
+            reply = await client.post("/chat/completions", body.encode())
+            json.loads(reply.body)
+
+    workers = [
+        worker(client, range(k, items, concurrency))
+        for client in clients
+        for k in range(concurrency)
+    ]
+    await asyncio.gather(*workers)
+    for client in clients:
+        await client.aclose()
+
+
+def _message(n: int) -> dict[str, str]:
+    return {"role": "user", "content": f"Classify: message number {n}"}
+
+
+def measure_client_alone(
+    base_url: str, items: int, concurrency: int
+) -> tuple[float, float]:
+    started_s, cpu_started_s = time.perf_counter(), time.process_time()
+    run_sync(_client_alone(base_url, items, concurrency))
+    return time.perf_counter() - started_s, time.process_time() - cpu_started_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=2000)
@@ -170,6 +207,9 @@ def main() -> None:
             wall_s, cpu_s = measure(
                 task_path, Path(scratch) / "db.sqlite", args.concurrency
             )
+        alone_wall_s, alone_cpu_s = measure_client_alone(
+            base_url, args.items, args.concurrency
+        )
     finally:
         server.terminate()
         server.wait()
@@ -181,10 +221,15 @@ def main() -> None:
     print(f"measured wall time  {wall_s:.3f} s")
     print(f"share of ideal      {ideal_s / wall_s:.3f}  (goal ≥ 0.85)")
     print(f"runner CPU per call {cpu_s / calls * 1000:.3f} ms  (goal < 1 ms)")
+    print("baseline: the same calls through the HTTP client alone, no runner")
+    print(f"  wall time         {alone_wall_s:.3f} s")
+    print(f"  share of ideal    {ideal_s / alone_wall_s:.3f}")
+    print(f"  CPU per call      {alone_cpu_s / calls * 1000:.3f} ms")
+    print(f"runner ÷ baseline   {alone_wall_s / wall_s:.3f}  (of the client's speed)")
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "_serve":
-        asyncio.run(_serve(float(sys.argv[2])))
+        run_sync(_serve(float(sys.argv[2])))
     else:
         main()

@@ -25,7 +25,7 @@ class _Messages(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         self.received.append(body)
-        self.headers_seen.append(dict(self.headers))
+        self.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
         spam = "win money" in body["messages"][-1]["content"]
         reply = {
             "id": "msg_1",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -110,6 +111,24 @@ def test_failed_calls_count_as_wrong_and_stay_recorded(
     assert strong["results"] == 0
     assert strong["cost_per_result_usd"] is None
     assert strong["clears_floor"] is False
+
+
+def test_an_unreachable_provider_is_stored_as_errors_that_say_why(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    task = write_task(tmp_path, f"http://127.0.0.1:{port}/v1")
+
+    data = run_json(str(task), "--db", str(tmp_path / "db.sqlite"), "--retries", "1")
+
+    assert all(c["errors"] == 12 and c["results"] == 0 for c in data["candidates"])
+    with sqlite3.connect(tmp_path / "db.sqlite") as connection:
+        errors = {row[0] for row in connection.execute("SELECT error FROM calls")}
+    assert len(errors) == 1
+    message = errors.pop()
+    assert message.startswith("connection failed: ") and "refused" in message
 
 
 def test_timeouts_are_retried(tmp_path: Path, fake: FakeServer) -> None:

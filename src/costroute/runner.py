@@ -214,8 +214,9 @@ class Runner:
     async def start(self) -> str:
         """Run a new batch; returns its run id."""
         self.items = load_items(self.task, self.options.limit)
+        dataset_name = self.task.dataset_path.name
         for item in self.items:
-            check_fields(self.task.prompt, item, self.task.dataset_path.name)
+            check_fields(self.task.prompt, item, dataset_name)
         candidates = self._resolve()
         self.run_id = self.store.create_run(
             self.task.name,

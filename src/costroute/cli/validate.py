@@ -19,8 +19,9 @@ def validate_command(task_path: Path) -> None:
     task = load_task(task_path)
     make_scorer(task.scorer, task.base_dir)
     items = load_items(task)
+    dataset_name = task.dataset_path.name
     for item in items:
-        check_fields(task.prompt, item, task.dataset_path.name)
+        check_fields(task.prompt, item, dataset_name)
     models = ", ".join(c.model for c in task.candidates)
     click.echo(f"{task_path}: OK: {len(items)} items, candidates: {models}")
 

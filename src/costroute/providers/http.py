@@ -1,4 +1,10 @@
-"""What the HTTP providers share: a pooled session, one POST, errors mapped."""
+"""What the HTTP providers share: a pooled client, one POST, errors mapped.
+
+The client is pyreqwest (reqwest, in Rust): it does the HTTP work on its own
+thread, which costs the event loop about half the CPU per call that aiohttp
+does (`bench/runner_throughput.py`), and at high concurrency the runner's CPU
+per call is what decides how close a batch comes to the provider's latency.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,10 @@ import email.utils
 import json
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
-import aiohttp
+from pyreqwest.client import Client, ClientBuilder
+from pyreqwest.exceptions import BuilderError, RequestError, RequestTimeoutError
 
 from costroute.providers.base import ProviderError
 
@@ -24,7 +32,7 @@ class Reply:
 
 
 class HttpProvider:
-    """One pooled aiohttp session per provider, made inside the running loop."""
+    """One pooled client per provider, made inside the running loop."""
 
     def __init__(
         self,
@@ -40,17 +48,19 @@ class HttpProvider:
         self.base_url = base_url.rstrip("/")
         self.self_hosted = self_hosted
         self.headers = {**JSON, **headers}
-        self.timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=min(timeout_s, 10.0)
-        )
+        self.timeout_s = timeout_s
         self.max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._session: Client | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
+    def _client(self) -> Client:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.max_connections)
-            self._session = aiohttp.ClientSession(
-                headers=self.headers, timeout=self.timeout, connector=connector
+            self._session = (
+                ClientBuilder()
+                .default_headers(self.headers)
+                .max_connections(self.max_connections)
+                .timeout(timedelta(seconds=self.timeout_s))
+                .connect_timeout(timedelta(seconds=min(self.timeout_s, 10.0)))
+                .build()
             )
         return self._session
 
@@ -59,24 +69,35 @@ class HttpProvider:
         url = f"{self.base_url}{path}"
         started_s = time.perf_counter()
         try:
-            async with self._client().post(url, data=body) as response:
-                data = await response.read()
-                status = response.status
-                retry_after = response.headers.get("retry-after")
-        except TimeoutError:
+            request = self._client().post(url).body_bytes(body).build()
+            response = await request.send()
+            data = bytes(await response.bytes())
+        except RequestTimeoutError:
             raise ProviderError("timed out", retryable=True) from None
-        except aiohttp.ClientError as exc:
-            message = f"connection failed: {type(exc).__name__}: {exc}"
+        except BuilderError as exc:
+            message = f"cannot call {url}: {_reason(exc)}; check base_url"
+            raise ProviderError(message, retryable=False) from None
+        except RequestError as exc:
+            message = f"connection failed: {_reason(exc)}"
             raise ProviderError(message, retryable=True) from None
 
-        if status != 200:
-            raise status_error(status, data, retry_after)
+        if response.status != 200:
+            retry_after = response.get_header("retry-after")
+            raise status_error(response.status, data, retry_after)
         return Reply(data, (time.perf_counter() - started_s) * 1000)
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _reason(exc: RequestError | BuilderError) -> str:
+    """The error's message with its innermost cause, e.g. 'connection refused'."""
+    causes = exc.details.get("causes") or []
+    if not causes:
+        return exc.message
+    return f"{exc.message}: {causes[-1]['message']}"
 
 
 def status_error(status: int, body: bytes, retry_after: str | None) -> ProviderError:
