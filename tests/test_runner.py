@@ -131,6 +131,23 @@ def test_an_unreachable_provider_is_stored_as_errors_that_say_why(
     assert message.startswith("connection failed: ") and "refused" in message
 
 
+def test_a_server_on_this_machine_is_not_reached_through_a_proxy(
+    tmp_path: Path, fake: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spam_answers(fake)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    monkeypatch.setenv("HTTP_PROXY", dead_proxy)
+    monkeypatch.setenv("http_proxy", dead_proxy)
+    task = write_task(tmp_path, fake.base_url)
+
+    data = run_json(str(task), "--db", str(tmp_path / "db.sqlite"), "--retries", "1")
+
+    assert all(c["errors"] == 0 for c in data["candidates"])
+    assert fake.calls == 24
+
+
 def test_timeouts_are_retried(tmp_path: Path, fake: FakeServer) -> None:
     spam_answers(fake)
     fake.fail_next("timeout", count=1, model="cheap")

@@ -9,10 +9,12 @@ per call is what decides how close a batch comes to the provider's latency.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import BuilderError, RequestError, RequestTimeoutError
@@ -54,14 +56,18 @@ class HttpProvider:
 
     def _client(self) -> Client:
         if self._session is None:
-            self._session = (
+            builder = (
                 ClientBuilder()
                 .default_headers(self.headers)
                 .max_connections(self.max_connections)
                 .timeout(timedelta(seconds=self.timeout_s))
                 .connect_timeout(timedelta(seconds=min(self.timeout_s, 10.0)))
-                .build()
             )
+            # HTTPS_PROXY and friends apply, as in the providers' own SDKs, but
+            # a server on this machine is never reached through a proxy.
+            if is_loopback(self.base_url):
+                builder = builder.no_proxy()
+            self._session = builder.build()
         return self._session
 
     async def post(self, path: str, body: bytes) -> Reply:
@@ -90,6 +96,16 @@ class HttpProvider:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _reason(exc: RequestError | BuilderError) -> str:
