@@ -11,10 +11,9 @@ and the CPU per call of this process (pyreqwest's own I/O thread included).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +21,7 @@ from pyreqwest.client import Client, ClientBuilder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runner_throughput import start_server
+from runner_throughput import post_all, start_server
 
 from costroute.runner import run_sync
 
@@ -64,21 +63,10 @@ CLIENTS: dict[str, type[AiohttpClient] | type[PyreqwestClient]] = {
 async def _run(name: str, url: str, items: int, concurrency: int) -> float:
     """Two clients (one per candidate), each with `concurrency` workers."""
     clients = [CLIENTS[name](concurrency) for _ in range(2)]
-
-    async def worker(client: AiohttpClient | PyreqwestClient, calls: range) -> None:
-        for n in calls:
-            message = {"role": "user", "content": f"Classify: message number {n}"}
-            body = json.dumps({"model": "bench", "messages": [message]}).encode()
-            json.loads(await client.post(url, body))
+    posts = [partial(client.post, url) for client in clients]
 
     started_s = time.perf_counter()
-    await asyncio.gather(
-        *(
-            worker(client, range(k, items, concurrency))
-            for client in clients
-            for k in range(concurrency)
-        )
-    )
+    await post_all(posts, items, concurrency)
     wall_s = time.perf_counter() - started_s
     for client in clients:
         await client.close()

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +56,7 @@ model = "fake/strong"
 price = {{ input_mtok = 2.5, output_mtok = 10 }}
 """
 
+Post = Callable[[bytes], Awaitable[bytes]]
 
 REPLY = json.dumps(
     {
@@ -160,28 +162,37 @@ def measure(task_path: Path, db: Path, concurrency: int) -> tuple[float, float]:
         return time.perf_counter() - started_s, time.process_time() - cpu_started_s
 
 
+async def post_all(posts: list[Post], items: int, concurrency: int) -> None:
+    """`items` chat completions through each of `posts`, `concurrency` at once."""
+
+    async def worker(post: Post, calls: range) -> None:
+        for n in calls:
+            message = {"role": "user", "content": f"Classify: message number {n}"}
+            body = json.dumps({"model": "bench", "messages": [message]})
+            json.loads(await post(body.encode()))
+
+    await asyncio.gather(
+        *(
+            worker(post, range(k, items, concurrency))
+            for post in posts
+            for k in range(concurrency)
+        )
+    )
+
+
 async def _client_alone(base_url: str, items: int, concurrency: int) -> None:
     """Both candidates' calls through the bare HTTP client, `concurrency` each."""
     clients = [HttpProvider(name, base_url, {}) for name in ("cheap", "strong")]
-
-    async def worker(client: HttpProvider, calls: range) -> None:
-        for n in calls:
-            body = json.dumps({"model": "bench", "messages": [_message(n)]})
-            reply = await client.post("/chat/completions", body.encode())
-            json.loads(reply.body)
-
-    workers = [
-        worker(client, range(k, items, concurrency))
-        for client in clients
-        for k in range(concurrency)
-    ]
-    await asyncio.gather(*workers)
+    await post_all([_completions(client) for client in clients], items, concurrency)
     for client in clients:
         await client.aclose()
 
 
-def _message(n: int) -> dict[str, str]:
-    return {"role": "user", "content": f"Classify: message number {n}"}
+def _completions(client: HttpProvider) -> Post:
+    async def post(body: bytes) -> bytes:
+        return (await client.post("/chat/completions", body)).body
+
+    return post
 
 
 def measure_client_alone(

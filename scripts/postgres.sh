@@ -41,12 +41,14 @@ start_test_postgres() {
     fi
     _pg_dir=$(mktemp -d /tmp/costroute-pg.XXXXXX)
     chown "$_pg_owner" "$_pg_dir"
-    port=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+    port=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0));
+print(s.getsockname()[1])")
     _pg_as_owner "$bindir/initdb" --pgdata "$_pg_dir/data" --username postgres \
         --auth trust --encoding UTF8 --no-locale >"$_pg_dir/initdb.log"
     # Tests need no durability: skip fsync for speed.
     _pg_as_owner "$bindir/pg_ctl" --pgdata "$_pg_dir/data" --log "$_pg_dir/server.log" \
-        --wait --options "-h 127.0.0.1 -p $port -k $_pg_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+        --wait --options "-h 127.0.0.1 -p $port -k $_pg_dir -c fsync=off \
+-c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
         start >/dev/null
     _pg_stop="$bindir/pg_ctl"
     trap 'stop_test_postgres' EXIT
@@ -55,6 +57,7 @@ start_test_postgres() {
 }
 
 stop_test_postgres() {
-    _pg_as_owner "$_pg_stop" --pgdata "$_pg_dir/data" --mode fast stop >/dev/null || true
+    _pg_as_owner "$_pg_stop" --pgdata "$_pg_dir/data" --mode fast stop >/dev/null ||
+        true
     rm -rf "$_pg_dir"
 }

@@ -31,7 +31,6 @@ in a call, logged or stored.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import socket
@@ -39,10 +38,10 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
+from costroute.addresses import is_loopback_url
 from costroute.errors import CostrouteError, UsageError
 from costroute.executors import (
     Completion,
@@ -72,7 +71,6 @@ RESULT_WINDOW_S = 0.005
 # How long a new actor may take to start before the run gives up on it.
 START_TIMEOUT_S = 300.0
 MAX_DEFAULT_WORKERS = 64
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 # A call on the wire: its tag in the batch, the candidate's key, the request.
 _Call = tuple[int, int, ChatRequest]
@@ -260,7 +258,7 @@ class RayExecutor:
             return f"local:{provider.gguf}", options, 1
         if resource in self.resources:
             where = self._where(resource, "")
-        elif _on_loopback(getattr(provider, "base_url", "")):
+        elif is_loopback_url(getattr(provider, "base_url", "")):
             driver = NodeAffinitySchedulingStrategy(self.driver_node, soft=False)
             resource, where = "driver-node", {"scheduling_strategy": driver}
         else:
@@ -384,16 +382,6 @@ def _env_names(task: Task, provider: str) -> set[str]:
     if provider == "anthropic" or (config is not None and config.kind == "anthropic"):
         names |= {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"}
     return names
-
-
-def _on_loopback(base_url: str) -> bool:
-    host = urlsplit(base_url).hostname or ""
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _compact(done: Completion) -> Completion:

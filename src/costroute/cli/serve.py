@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import logging
 from decimal import Decimal
 from pathlib import Path
 
 import click
 
+from costroute.addresses import is_loopback_host
 from costroute.cli.common import db_option, parse_usd
 from costroute.errors import CostrouteError, UsageError
 from costroute.store import DbLocation, default_db_path
@@ -82,7 +82,7 @@ def serve_command(
     reserve_usd: Decimal | None,
 ) -> None:
     """Route live traffic: POST /v1/chat/completions with model route/<task>."""
-    if no_auth and not is_loopback(host):
+    if no_auth and not is_loopback_host(host):
         raise UsageError(
             f"--no-auth is refused on {host}: anyone who can reach it could spend "
             "your keys; listen on 127.0.0.1, or make keys with `costroute keys create`"
@@ -103,15 +103,6 @@ def serve_command(
         reserve_usd=reserve_usd or Decimal(0),
     )
     ctx.exit(serve(options))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _require_extra() -> None:

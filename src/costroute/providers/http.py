@@ -2,23 +2,22 @@
 
 The client is pyreqwest (reqwest, in Rust): it does the HTTP work on its own
 thread, which costs the event loop about half the CPU per call that aiohttp
-does (`bench/runner_throughput.py`), and at high concurrency the runner's CPU
+does (`bench/http_clients.py`), and at high concurrency the runner's CPU
 per call is what decides how close a batch comes to the provider's latency.
 """
 
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import json
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import BuilderError, RequestError, RequestTimeoutError
 
+from costroute.addresses import is_loopback_url
 from costroute.providers.base import ProviderError
 
 JSON = {"Content-Type": "application/json"}
@@ -65,7 +64,7 @@ class HttpProvider:
             )
             # HTTPS_PROXY and friends apply, as in the providers' own SDKs, but
             # a server on this machine is never reached through a proxy.
-            if is_loopback(self.base_url):
+            if is_loopback_url(self.base_url):
                 builder = builder.no_proxy()
             self._session = builder.build()
         return self._session
@@ -96,16 +95,6 @@ class HttpProvider:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _reason(exc: RequestError | BuilderError) -> str:
